@@ -1,0 +1,775 @@
+//! The schema file: the synced tables, their typed columns, upload priority and the conflict
+//! policy of every column. Client and server load the same TOML file.
+//!
+//! ```
+//! use burrow_core::{Schema, ColumnType, Priority};
+//! let schema = Schema::from_toml_str(r#"
+//!     version = 1
+//!     [tables.shipments]
+//!     priority = "critical"
+//!     [tables.shipments.columns]
+//!     id = "text"
+//!     status = { type = "text", policy = "lww" }
+//!     weight_kg = "real"
+//! "#).unwrap();
+//! let t = schema.table("shipments").unwrap();
+//! assert_eq!(t.priority, Priority::Critical);
+//! assert_eq!(t.column("weight_kg").unwrap().ty, ColumnType::Real);
+//! ```
+
+use indexmap::IndexMap;
+use std::fmt;
+
+/// Errors found while loading a schema file or comparing two schema versions.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SchemaError {
+    /// The file is not valid TOML.
+    #[error("schema file is not valid TOML: {0}")]
+    Toml(String),
+    /// A key is missing, misspelt or of the wrong kind; the message names its path.
+    #[error("schema: {path}: {message}")]
+    Invalid {
+        /// Dotted path of the offending key, e.g. `tables.shipments.columns.status`.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The policy is known from the brief but this build does not implement it yet.
+    #[error("schema: {path}: policy \"{policy}\" is not supported yet")]
+    PolicyNotSupported {
+        /// Dotted path of the column.
+        path: String,
+        /// The policy name as written.
+        policy: String,
+    },
+    /// A new schema cannot replace the old one in place.
+    #[error("incompatible schema change from version {from} to {to}: {reason}")]
+    Incompatible {
+        /// The version the database is at.
+        from: u32,
+        /// The version of the file being applied.
+        to: u32,
+        /// Which table/column change is not allowed.
+        reason: String,
+    },
+}
+
+/// Result alias for schema operations.
+pub type Result<T> = std::result::Result<T, SchemaError>;
+
+/// Declared type of a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    /// UTF-8 text.
+    Text,
+    /// 64-bit signed integer.
+    Integer,
+    /// 64-bit float.
+    Real,
+    /// Boolean, stored as 0/1.
+    Bool,
+    /// Raw bytes.
+    Blob,
+    /// A JSON document stored as text.
+    Json,
+}
+
+impl ColumnType {
+    /// Parses the schema-file spelling.
+    pub fn parse(s: &str) -> Option<ColumnType> {
+        Some(match s {
+            "text" => ColumnType::Text,
+            "integer" => ColumnType::Integer,
+            "real" => ColumnType::Real,
+            "bool" => ColumnType::Bool,
+            "blob" => ColumnType::Blob,
+            "json" => ColumnType::Json,
+            _ => return None,
+        })
+    }
+
+    /// The schema-file spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ColumnType::Text => "text",
+            ColumnType::Integer => "integer",
+            ColumnType::Real => "real",
+            ColumnType::Bool => "bool",
+            ColumnType::Blob => "blob",
+            ColumnType::Json => "json",
+        }
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Upload lane of a table's ops: higher lanes drain first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Priority {
+    /// Large, deferrable data (photos, logs).
+    Bulk = 0,
+    /// Everything else.
+    Normal = 1,
+    /// Must reach the office first (delivery confirmations).
+    Critical = 2,
+}
+
+impl Priority {
+    /// Parses the schema-file spelling.
+    pub fn parse(s: &str) -> Option<Priority> {
+        Some(match s {
+            "critical" => Priority::Critical,
+            "normal" => Priority::Normal,
+            "bulk" => Priority::Bulk,
+            _ => return None,
+        })
+    }
+
+    /// The schema-file spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::Normal => "normal",
+            Priority::Bulk => "bulk",
+        }
+    }
+
+    /// The lane from its stored number; unknown numbers map to `Normal`.
+    pub fn from_i64(n: i64) -> Priority {
+        match n {
+            0 => Priority::Bulk,
+            2 => Priority::Critical,
+            _ => Priority::Normal,
+        }
+    }
+}
+
+/// How concurrent writes to one field are resolved. Every policy named in the brief parses;
+/// only [`Policy::is_supported`] ones are accepted by [`Schema::from_toml_str`] today.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Policy {
+    /// Field-level merge; the same field changed concurrently falls back to LWW.
+    Merge,
+    /// Last-write-wins by hybrid logical clock, deterministic tie-break on the replica.
+    Lww,
+    /// Concurrent increments add up.
+    Counter,
+    /// CRDT text.
+    Text,
+    /// CRDT list over a JSON array.
+    List,
+    /// A write by a user whose token has `claim == value` wins.
+    Prefer {
+        /// Token claim to test.
+        claim: String,
+        /// Value the claim must have.
+        value: String,
+    },
+    /// The write whose row has the larger value of `column` wins.
+    MaxBy {
+        /// The column compared.
+        column: String,
+    },
+    /// The value furthest along `order` wins.
+    Order {
+        /// Allowed values, earliest first.
+        order: Vec<String>,
+    },
+    /// The smaller number wins.
+    Min,
+    /// The larger number wins.
+    Max,
+    /// Keep every version; the user decides.
+    Manual,
+    /// A server-side resolver registered under this name.
+    Custom(String),
+}
+
+impl Policy {
+    /// The schema-file name of the policy.
+    pub fn name(&self) -> String {
+        match self {
+            Policy::Merge => "merge".into(),
+            Policy::Lww => "lww".into(),
+            Policy::Counter => "counter".into(),
+            Policy::Text => "text".into(),
+            Policy::List => "list".into(),
+            Policy::Prefer { .. } => "prefer".into(),
+            Policy::MaxBy { .. } => "max_by".into(),
+            Policy::Order { .. } => "order".into(),
+            Policy::Min => "min".into(),
+            Policy::Max => "max".into(),
+            Policy::Manual => "manual".into(),
+            Policy::Custom(name) => format!("custom:{name}"),
+        }
+    }
+
+    /// Whether this build resolves conflicts with this policy.
+    // TODO(#4): counter, text, list, prefer, max_by, order, min, max, manual, custom.
+    pub fn is_supported(&self) -> bool {
+        matches!(self, Policy::Merge | Policy::Lww)
+    }
+}
+
+/// One typed column of a synced table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    /// Column name (an SQL identifier).
+    pub name: String,
+    /// Declared type.
+    pub ty: ColumnType,
+    /// Conflict policy for this field.
+    pub policy: Policy,
+    /// Table this column refers to by id, if declared (orders uploads; see the queue issue).
+    pub references: Option<String>,
+}
+
+/// One synced table. Every table has a text primary key `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// Table name (an SQL identifier).
+    pub name: String,
+    /// Upload lane of this table's ops.
+    pub priority: Priority,
+    /// Columns other than `id`, in file order.
+    pub columns: Vec<Column>,
+}
+
+impl Table {
+    /// The column named `name` (not `id`).
+    pub fn column(&self, name: &str) -> Option<&Column> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+/// A parsed, validated schema file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Schema {
+    /// Monotone version number; bump it whenever the file changes.
+    pub version: u32,
+    /// Tables in file order.
+    pub tables: IndexMap<String, Table>,
+}
+
+/// The name of every table's primary key column.
+pub const ID_COLUMN: &str = "id";
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> SchemaError {
+    SchemaError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Whether `name` is usable as a table or column name.
+pub fn is_valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 64
+        && !name.to_ascii_lowercase().starts_with("_burrow")
+        && !name.to_ascii_lowercase().starts_with("sqlite_")
+}
+
+fn parse_policy(path: &str, spec: &toml::Table, name: &str) -> Result<Policy> {
+    let str_key = |key: &str| -> Result<String> {
+        match spec.get(key) {
+            Some(toml::Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(invalid(format!("{path}.{key}"), "must be a string")),
+            None => Err(invalid(
+                path,
+                format!("policy \"{name}\" needs the key `{key}`"),
+            )),
+        }
+    };
+    Ok(match name {
+        "merge" => Policy::Merge,
+        "lww" => Policy::Lww,
+        "counter" => Policy::Counter,
+        "text" => Policy::Text,
+        "list" => Policy::List,
+        "min" => Policy::Min,
+        "max" => Policy::Max,
+        "manual" => Policy::Manual,
+        "prefer" => Policy::Prefer {
+            claim: str_key("claim")?,
+            value: str_key("value")?,
+        },
+        "max_by" => Policy::MaxBy {
+            column: str_key("column")?,
+        },
+        "order" => match spec.get("order") {
+            Some(toml::Value::Array(items)) => {
+                let mut order = Vec::new();
+                for item in items {
+                    match item {
+                        toml::Value::String(s) => order.push(s.clone()),
+                        _ => return Err(invalid(format!("{path}.order"), "must list strings")),
+                    }
+                }
+                Policy::Order { order }
+            }
+            _ => {
+                return Err(invalid(
+                    path,
+                    "policy \"order\" needs `order = [\"a\", \"b\", …]`",
+                ));
+            }
+        },
+        other => match other.strip_prefix("custom:") {
+            Some(n) if is_valid_identifier(n) => Policy::Custom(n.to_string()),
+            _ => {
+                return Err(invalid(
+                    path,
+                    format!(
+                        "unknown policy \"{other}\" (expected merge, lww, counter, text, list, \
+                         prefer, max_by, order, min, max, manual or custom:NAME)"
+                    ),
+                ));
+            }
+        },
+    })
+}
+
+fn parse_column(
+    table: &str,
+    name: &str,
+    spec: &toml::Value,
+    default_policy: &Policy,
+) -> Result<Option<Column>> {
+    let path = format!("tables.{table}.columns.{name}");
+    if !is_valid_identifier(name) {
+        return Err(invalid(
+            &path,
+            "column names are letters, digits and _, not starting with a digit or _burrow",
+        ));
+    }
+    let (ty_name, table_spec) = match spec {
+        toml::Value::String(s) => (s.clone(), None),
+        toml::Value::Table(t) => match t.get("type") {
+            Some(toml::Value::String(s)) => (s.clone(), Some(t)),
+            _ => return Err(invalid(&path, "needs `type = \"text\"` (or another type)")),
+        },
+        _ => {
+            return Err(invalid(
+                &path,
+                "must be a type string or a table with `type`",
+            ));
+        }
+    };
+    let ty = ColumnType::parse(&ty_name).ok_or_else(|| {
+        invalid(
+            &path,
+            format!(
+                "unknown type \"{ty_name}\" (expected text, integer, real, bool, blob or json)"
+            ),
+        )
+    })?;
+    if name == ID_COLUMN {
+        if ty != ColumnType::Text {
+            return Err(invalid(&path, "the primary key `id` must be of type text"));
+        }
+        if let Some(t) = table_spec {
+            if let Some(k) = t.keys().find(|k| k.as_str() != "type") {
+                return Err(invalid(&path, format!("the primary key takes no `{k}`")));
+            }
+        }
+        return Ok(None);
+    }
+    let mut policy = default_policy.clone();
+    let mut references = None;
+    if let Some(t) = table_spec {
+        for key in t.keys() {
+            if !matches!(
+                key.as_str(),
+                "type" | "policy" | "references" | "claim" | "value" | "column" | "order"
+            ) {
+                return Err(invalid(format!("{path}.{key}"), "unknown key"));
+            }
+        }
+        if let Some(p) = t.get("policy") {
+            let toml::Value::String(p) = p else {
+                return Err(invalid(format!("{path}.policy"), "must be a string"));
+            };
+            policy = parse_policy(&path, t, p)?;
+        }
+        match t.get("references") {
+            None => {}
+            Some(toml::Value::String(r)) => references = Some(r.clone()),
+            Some(_) => {
+                return Err(invalid(
+                    format!("{path}.references"),
+                    "must be a table name",
+                ));
+            }
+        }
+    }
+    if !policy.is_supported() {
+        return Err(SchemaError::PolicyNotSupported {
+            path,
+            policy: policy.name(),
+        });
+    }
+    Ok(Some(Column {
+        name: name.to_string(),
+        ty,
+        policy,
+        references,
+    }))
+}
+
+impl Schema {
+    /// Parses and validates a schema file.
+    pub fn from_toml_str(text: &str) -> Result<Schema> {
+        let root: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            SchemaError::Toml(e.to_string().trim().replace('\n', " "))
+        })?;
+        for key in root.keys() {
+            if key != "version" && key != "tables" {
+                return Err(invalid(
+                    key,
+                    "unknown key (expected `version` and `tables`)",
+                ));
+            }
+        }
+        let version = match root.get("version") {
+            Some(toml::Value::Integer(v)) if *v >= 1 && *v <= i64::from(u32::MAX) => *v as u32,
+            Some(_) => return Err(invalid("version", "must be a positive integer")),
+            None => return Err(invalid("version", "missing (e.g. `version = 1`)")),
+        };
+        let tables_spec = match root.get("tables") {
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => return Err(invalid("tables", "must be a table of tables")),
+            None => {
+                return Err(invalid(
+                    "tables",
+                    "missing: declare at least one [tables.NAME]",
+                ));
+            }
+        };
+        let mut tables = IndexMap::new();
+        for (tname, tspec) in tables_spec {
+            let path = format!("tables.{tname}");
+            if !is_valid_identifier(tname) {
+                return Err(invalid(
+                    &path,
+                    "table names are letters, digits and _, not starting with a digit or _burrow",
+                ));
+            }
+            let toml::Value::Table(tspec) = tspec else {
+                return Err(invalid(&path, "must be a table"));
+            };
+            for key in tspec.keys() {
+                if !matches!(key.as_str(), "priority" | "columns" | "policy") {
+                    return Err(invalid(format!("{path}.{key}"), "unknown key"));
+                }
+            }
+            let priority = match tspec.get("priority") {
+                None => Priority::Normal,
+                Some(toml::Value::String(p)) => Priority::parse(p).ok_or_else(|| {
+                    invalid(
+                        format!("{path}.priority"),
+                        format!("unknown priority \"{p}\" (expected critical, normal or bulk)"),
+                    )
+                })?,
+                Some(_) => return Err(invalid(format!("{path}.priority"), "must be a string")),
+            };
+            let default_policy = match tspec.get("policy") {
+                None => Policy::Merge,
+                Some(toml::Value::String(p)) => parse_policy(&path, &toml::Table::new(), p)?,
+                Some(_) => return Err(invalid(format!("{path}.policy"), "must be a string")),
+            };
+            let Some(toml::Value::Table(cols)) = tspec.get("columns") else {
+                return Err(invalid(
+                    format!("{path}.columns"),
+                    "missing: declare the columns",
+                ));
+            };
+            let mut columns = Vec::new();
+            for (cname, cspec) in cols {
+                if let Some(c) = parse_column(tname, cname, cspec, &default_policy)? {
+                    columns.push(c);
+                }
+            }
+            if columns.is_empty() {
+                return Err(invalid(
+                    format!("{path}.columns"),
+                    "needs at least one column besides `id`",
+                ));
+            }
+            tables.insert(
+                tname.clone(),
+                Table {
+                    name: tname.clone(),
+                    priority,
+                    columns,
+                },
+            );
+        }
+        if tables.is_empty() {
+            return Err(invalid("tables", "declare at least one table"));
+        }
+        let schema = Schema { version, tables };
+        for t in schema.tables.values() {
+            for c in &t.columns {
+                if let Some(r) = &c.references {
+                    if !schema.tables.contains_key(r) {
+                        return Err(invalid(
+                            format!("tables.{}.columns.{}.references", t.name, c.name),
+                            format!("no table named \"{r}\""),
+                        ));
+                    }
+                    if c.ty != ColumnType::Text {
+                        return Err(invalid(
+                            format!("tables.{}.columns.{}", t.name, c.name),
+                            "a reference holds an id, so its type must be text",
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(schema)
+    }
+
+    /// Reads and parses a schema file from disk.
+    pub fn from_file(path: &std::path::Path) -> Result<Schema> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(path.display().to_string(), format!("cannot read: {e}")))?;
+        Schema::from_toml_str(&text)
+    }
+
+    /// The table named `name`.
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.get(name)
+    }
+
+    /// A canonical text form, stored by clients and compared to detect edits without a
+    /// version bump.
+    pub fn fingerprint(&self) -> String {
+        let mut out = format!("v{}", self.version);
+        for t in self.tables.values() {
+            out.push_str(&format!(";{}:{}", t.name, t.priority.as_str()));
+            for c in &t.columns {
+                out.push_str(&format!(
+                    ",{}:{}:{}:{}",
+                    c.name,
+                    c.ty,
+                    c.policy.name(),
+                    c.references.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        out
+    }
+
+    /// Checks that `self` can replace `old` in place: a higher version that only adds tables
+    /// and columns, or changes priorities and policies. Returns what is new.
+    pub fn migration_from(&self, old: &Schema) -> Result<SchemaDiff> {
+        let incompatible = |reason: String| SchemaError::Incompatible {
+            from: old.version,
+            to: self.version,
+            reason,
+        };
+        if self.version < old.version {
+            return Err(incompatible(format!(
+                "the database is already at version {}, newer than the file",
+                old.version
+            )));
+        }
+        if self.version == old.version {
+            if self.fingerprint() != old.fingerprint() {
+                return Err(incompatible(
+                    "the schema changed but its version did not; bump `version`".into(),
+                ));
+            }
+            return Ok(SchemaDiff::default());
+        }
+        let mut diff = SchemaDiff::default();
+        for ot in old.tables.values() {
+            let Some(nt) = self.tables.get(&ot.name) else {
+                return Err(incompatible(format!("table `{}` was removed", ot.name)));
+            };
+            for oc in &ot.columns {
+                match nt.column(&oc.name) {
+                    None => {
+                        return Err(incompatible(format!(
+                            "column `{}.{}` was removed",
+                            ot.name, oc.name
+                        )));
+                    }
+                    Some(nc) if nc.ty != oc.ty => {
+                        return Err(incompatible(format!(
+                            "column `{}.{}` changed type from {} to {}",
+                            ot.name, oc.name, oc.ty, nc.ty
+                        )));
+                    }
+                    Some(_) => {}
+                }
+            }
+            for nc in &nt.columns {
+                if ot.column(&nc.name).is_none() {
+                    diff.added_columns.push((nt.name.clone(), nc.name.clone()));
+                }
+            }
+        }
+        for nt in self.tables.values() {
+            if !old.tables.contains_key(&nt.name) {
+                diff.added_tables.push(nt.name.clone());
+            }
+        }
+        Ok(diff)
+    }
+}
+
+/// What a compatible schema upgrade adds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SchemaDiff {
+    /// Names of new tables.
+    pub added_tables: Vec<String>,
+    /// `(table, column)` of new columns in existing tables.
+    pub added_columns: Vec<(String, String)>,
+}
+
+impl SchemaDiff {
+    /// Whether the upgrade adds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.added_tables.is_empty() && self.added_columns.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_EXAMPLE: &str = r#"
+version = 1
+[tables.routes]
+priority = "normal"
+[tables.routes.columns]
+id = "text"
+driver_id = "text"
+day = "text"
+[tables.shipments]
+priority = "critical"
+[tables.shipments.columns]
+id = "text"
+route_id = { type = "text", references = "routes" }
+status = { type = "text", policy = "lww" }
+address = "text"
+weight_kg = "real"
+"#;
+
+    #[test]
+    fn accepts_the_issue_example() {
+        let s = Schema::from_toml_str(ISSUE_EXAMPLE).unwrap();
+        assert_eq!(s.version, 1);
+        let sh = s.table("shipments").unwrap();
+        assert_eq!(sh.priority, Priority::Critical);
+        let names: Vec<_> = sh.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["route_id", "status", "address", "weight_kg"]);
+        assert_eq!(
+            sh.column("route_id").unwrap().references.as_deref(),
+            Some("routes")
+        );
+        assert_eq!(sh.column("status").unwrap().policy, Policy::Lww);
+        assert_eq!(sh.column("address").unwrap().policy, Policy::Merge);
+    }
+
+    #[test]
+    fn known_but_unimplemented_policies_are_refused_as_not_supported_yet() {
+        for p in [
+            r#"{ type = "integer", policy = "counter" }"#,
+            r#"{ type = "text", policy = "text" }"#,
+            r#"{ type = "json", policy = "list" }"#,
+            r#"{ type = "text", policy = "manual" }"#,
+            r#"{ type = "integer", policy = "max" }"#,
+            r#"{ type = "text", policy = "custom:mine" }"#,
+            r#"{ type = "bool", policy = "prefer", claim = "role", value = "manager" }"#,
+            r#"{ type = "real", policy = "max_by", column = "at" }"#,
+            r#"{ type = "text", policy = "order", order = ["a", "b"] }"#,
+        ] {
+            let text = format!("version = 1\n[tables.t.columns]\nid = \"text\"\nx = {p}\n");
+            let err = Schema::from_toml_str(&text).unwrap_err();
+            assert!(err.to_string().contains("not supported yet"), "{p}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_policy_type_and_keys_are_clear_errors() {
+        let bad = |col: &str| {
+            let text = format!("version = 1\n[tables.t.columns]\nx = {col}\n");
+            Schema::from_toml_str(&text).unwrap_err().to_string()
+        };
+        assert!(
+            bad(r#"{ type = "text", policy = "newest" }"#).contains("unknown policy \"newest\"")
+        );
+        assert!(bad(r#""varchar""#).contains("unknown type \"varchar\""));
+        assert!(bad(r#"{ type = "text", polcy = "lww" }"#).contains("tables.t.columns.x.polcy"));
+        assert!(bad(r#"{ type = "text", policy = "prefer" }"#).contains("needs the key `claim`"));
+    }
+
+    #[test]
+    fn structural_errors_name_their_path() {
+        let e = Schema::from_toml_str("[tables.t.columns]\nx = \"text\"").unwrap_err();
+        assert!(e.to_string().contains("version"));
+        let e =
+            Schema::from_toml_str("version = 1\n[tables.t.columns]\nid = \"integer\"\nx=\"text\"")
+                .unwrap_err();
+        assert!(e.to_string().contains("must be of type text"));
+        let e = Schema::from_toml_str(
+            "version = 1\n[tables.t.columns]\nr = { type = \"text\", references = \"nope\" }",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("no table named \"nope\""));
+        assert!(
+            Schema::from_toml_str("version = 1\n[tables._burrow_x.columns]\nx = \"text\"").is_err()
+        );
+        assert!(matches!(
+            Schema::from_toml_str("version = "),
+            Err(SchemaError::Toml(_))
+        ));
+    }
+
+    #[test]
+    fn migration_allows_additions_and_refuses_removals_and_type_changes() {
+        let v1 = Schema::from_toml_str(ISSUE_EXAMPLE).unwrap();
+        let v2 = Schema::from_toml_str(
+            &(ISSUE_EXAMPLE.replace("version = 1", "version = 2").replace(
+                "weight_kg = \"real\"",
+                "weight_kg = \"real\"\nnote = \"text\"",
+            ) + "[tables.scans.columns]\ncode = \"text\"\n"),
+        )
+        .unwrap();
+        let diff = v2.migration_from(&v1).unwrap();
+        assert_eq!(diff.added_tables, ["scans"]);
+        assert_eq!(
+            diff.added_columns,
+            [("shipments".to_string(), "note".to_string())]
+        );
+        assert!(v1.migration_from(&v2).is_err());
+
+        let retyped = Schema::from_toml_str(
+            &ISSUE_EXAMPLE
+                .replace("version = 1", "version = 2")
+                .replace("weight_kg = \"real\"", "weight_kg = \"text\""),
+        )
+        .unwrap();
+        let e = retyped.migration_from(&v1).unwrap_err().to_string();
+        assert!(e.contains("weight_kg") && e.contains("changed type"), "{e}");
+
+        let same_version_edit =
+            Schema::from_toml_str(&ISSUE_EXAMPLE.replace("address = \"text\"", "")).unwrap();
+        assert!(
+            same_version_edit
+                .migration_from(&v1)
+                .unwrap_err()
+                .to_string()
+                .contains("bump")
+        );
+        assert!(v1.migration_from(&v1).unwrap().is_empty());
+    }
+}
