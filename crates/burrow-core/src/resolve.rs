@@ -7,6 +7,9 @@
 //! concurrent write is a conflict and must be logged by the caller.
 
 use crate::hlc::Hlc;
+use crate::op::{ChangedField, Op, OpKind, OutcomeKind, RowChange};
+use crate::value::Value;
+use std::collections::BTreeMap;
 
 /// Who set a field and when, as the server stores it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +88,207 @@ pub fn replica_tag(client_id: &str) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// One field as the server stores it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredField {
+    /// Current value.
+    pub value: Value,
+    /// Who set it and when.
+    pub version: FieldVersion,
+}
+
+/// The server's state of one row: live fields or a tombstone.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServerRow {
+    /// The row is deleted; `fields` is then empty.
+    pub deleted: bool,
+    /// Sequence of the row's latest change.
+    pub seq: u64,
+    /// Latest HLC among the row's changes.
+    pub hlc: Hlc,
+    /// Live fields by column name.
+    pub fields: BTreeMap<String, StoredField>,
+}
+
+impl ServerRow {
+    /// The fields changed after `since` (all of them when `since` is 0), as sent to a client.
+    pub fn changes_since(&self, table: &str, row_id: &str, since: u64) -> RowChange {
+        RowChange {
+            table: table.to_string(),
+            row_id: row_id.to_string(),
+            seq: self.seq,
+            deleted: self.deleted,
+            fields: self
+                .fields
+                .iter()
+                .filter(|(_, f)| f.version.seq > since)
+                .map(|(c, f)| ChangedField {
+                    column: c.clone(),
+                    value: f.value.clone(),
+                    seq: f.version.seq,
+                })
+                .collect(),
+            hlc: self.hlc,
+        }
+    }
+}
+
+/// A value that lost a conflict, for the conflict log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConflictRecord {
+    /// Column whose value lost.
+    pub column: String,
+    /// The losing value.
+    pub loser: Value,
+    /// Replica tag, HLC and sequence (0 when it was never applied) of the losing write.
+    pub loser_version: FieldVersion,
+    /// The winning write's replica tag and HLC; sequence of the winning change.
+    pub winner_version: FieldVersion,
+    /// Stable code: `lww` (concurrent same-field write) or `deleted` (delete beat an update).
+    pub reason: &'static str,
+}
+
+/// What applying one op to a row produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedOp {
+    /// The row's new state, or `None` when the op changed nothing (no sequence consumed).
+    pub new_row: Option<ServerRow>,
+    /// Verdict for the uploading client.
+    pub outcome: OutcomeKind,
+    /// Losing values to record.
+    pub conflicts: Vec<ConflictRecord>,
+}
+
+/// Applies `op` from replica `replica` to the row's current state under `merge`/`lww`, with
+/// `seq` as the sequence of the change it would create. Deletes win over concurrent updates;
+/// every overwritten concurrent value and every losing value becomes a [`ConflictRecord`].
+pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) -> AppliedOp {
+    let incoming = IncomingWrite { hlc: op.hlc, replica, base_seq: op.base_seq };
+    let this_version = FieldVersion { seq, hlc: op.hlc, replica };
+    let unapplied = FieldVersion { seq: 0, hlc: op.hlc, replica };
+    match op.kind {
+        OpKind::Delete => {
+            let Some(row) = current else {
+                let tomb = ServerRow { deleted: true, seq, hlc: op.hlc, fields: BTreeMap::new() };
+                return AppliedOp { new_row: Some(tomb), outcome: OutcomeKind::Applied, conflicts: vec![] };
+            };
+            if row.deleted {
+                return AppliedOp { new_row: None, outcome: OutcomeKind::Applied, conflicts: vec![] };
+            }
+            let conflicts: Vec<ConflictRecord> = row
+                .fields
+                .iter()
+                .filter(|(_, f)| delete_overrides_concurrent(&f.version, replica, op.base_seq))
+                .map(|(c, f)| ConflictRecord {
+                    column: c.clone(),
+                    loser: f.value.clone(),
+                    loser_version: f.version,
+                    winner_version: this_version,
+                    reason: "deleted",
+                })
+                .collect();
+            let tomb =
+                ServerRow { deleted: true, seq, hlc: row.hlc.max(op.hlc), fields: BTreeMap::new() };
+            let outcome = if conflicts.is_empty() {
+                OutcomeKind::Applied
+            } else {
+                OutcomeKind::Conflict {
+                    lost: vec![],
+                    reason: "delete overrode concurrent updates (logged)".into(),
+                }
+            };
+            AppliedOp { new_row: Some(tomb), outcome, conflicts }
+        }
+        OpKind::Insert | OpKind::Update => {
+            if let Some(row) = current.filter(|r| r.deleted && op.base_seq < r.seq) {
+                let tomb_version = FieldVersion { seq: row.seq, hlc: row.hlc, replica: 0 };
+                let conflicts = op
+                    .fields
+                    .iter()
+                    .map(|f| ConflictRecord {
+                        column: f.column.clone(),
+                        loser: f.value.clone(),
+                        loser_version: unapplied,
+                        winner_version: tomb_version,
+                        reason: "deleted",
+                    })
+                    .collect();
+                return AppliedOp {
+                    new_row: None,
+                    outcome: OutcomeKind::Conflict {
+                        lost: op.fields.iter().map(|f| f.column.clone()).collect(),
+                        reason: "the row was deleted concurrently; delete wins".into(),
+                    },
+                    conflicts,
+                };
+            }
+            let mut row = match current {
+                Some(r) if !r.deleted => r.clone(),
+                _ => ServerRow::default(),
+            };
+            let mut conflicts = Vec::new();
+            let mut lost = Vec::new();
+            let mut changed = false;
+            for f in &op.fields {
+                let cur = row.fields.get(&f.column);
+                match decide_field(cur.map(|c| &c.version), &incoming) {
+                    FieldDecision::Apply => {}
+                    FieldDecision::ApplyOverConcurrent => {
+                        if let Some(c) = cur {
+                            conflicts.push(ConflictRecord {
+                                column: f.column.clone(),
+                                loser: c.value.clone(),
+                                loser_version: c.version,
+                                winner_version: this_version,
+                                reason: "lww",
+                            });
+                        }
+                    }
+                    FieldDecision::Lose => {
+                        if let Some(c) = cur {
+                            conflicts.push(ConflictRecord {
+                                column: f.column.clone(),
+                                loser: f.value.clone(),
+                                loser_version: unapplied,
+                                winner_version: c.version,
+                                reason: "lww",
+                            });
+                        }
+                        lost.push(f.column.clone());
+                        continue;
+                    }
+                }
+                row.fields.insert(
+                    f.column.clone(),
+                    StoredField { value: f.value.clone(), version: this_version },
+                );
+                changed = true;
+            }
+            // An insert of a row the server never saw with no fields still creates the row.
+            let creates = current.is_none_or(|r| r.deleted);
+            let new_row = if changed || creates {
+                row.deleted = false;
+                row.seq = seq;
+                row.hlc = row.hlc.max(op.hlc);
+                Some(row)
+            } else {
+                None
+            };
+            let outcome = if conflicts.is_empty() && lost.is_empty() {
+                OutcomeKind::Applied
+            } else {
+                let reason = if lost.is_empty() {
+                    "won over concurrent writes (losers logged)".to_string()
+                } else {
+                    format!("lost to concurrent writes: {}", lost.join(", "))
+                };
+                OutcomeKind::Conflict { lost, reason }
+            };
+            AppliedOp { new_row, outcome, conflicts }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -196,5 +400,64 @@ mod tests {
                 prop_assert!(state.contains_key(&f));
             }
         }
+    }
+
+    fn op(kind: OpKind, fields: &[(&str, i64)], hlc: u64, base_seq: u64) -> Op {
+        Op {
+            client_seq: 1,
+            tx: 1,
+            table: "t".into(),
+            row_id: "r".into(),
+            kind,
+            fields: fields
+                .iter()
+                .map(|(c, v)| crate::FieldValue { column: c.to_string(), value: Value::Integer(*v) })
+                .collect(),
+            hlc: Hlc(hlc),
+            base_seq,
+        }
+    }
+
+    #[test]
+    fn different_fields_merge_and_same_field_logs_the_loser() {
+        let a = apply_op(None, &op(OpKind::Insert, &[("x", 1), ("y", 1)], 10, 0), 1, 1);
+        let row = a.new_row.unwrap();
+        // Two devices saw seq 1, then change different fields and the same field concurrently.
+        let b = apply_op(Some(&row), &op(OpKind::Update, &[("x", 2), ("z", 9)], 20, 1), 2, 2);
+        let row = b.new_row.unwrap();
+        assert_eq!(b.outcome, OutcomeKind::Applied);
+        let c = apply_op(Some(&row), &op(OpKind::Update, &[("y", 3), ("z", 7)], 15, 1), 3, 3);
+        let row = c.new_row.unwrap();
+        assert_eq!(row.fields["x"].value, Value::Integer(2));
+        assert_eq!(row.fields["y"].value, Value::Integer(3));
+        assert_eq!(row.fields["z"].value, Value::Integer(9), "later HLC keeps z");
+        assert_eq!(c.conflicts.len(), 1);
+        assert_eq!(c.conflicts[0].loser, Value::Integer(7));
+        assert!(matches!(c.outcome, OutcomeKind::Conflict { ref lost, .. } if lost == &["z".to_string()]));
+    }
+
+    #[test]
+    fn delete_wins_over_concurrent_update_both_orders() {
+        let row = apply_op(None, &op(OpKind::Insert, &[("x", 1)], 10, 0), 1, 1).new_row.unwrap();
+        // Update first, then the concurrent delete (based on seq 1): update value logged.
+        let up = apply_op(Some(&row), &op(OpKind::Update, &[("x", 5)], 30, 1), 2, 2);
+        let del = apply_op(up.new_row.as_ref(), &op(OpKind::Delete, &[], 20, 1), 3, 3);
+        assert!(del.new_row.as_ref().unwrap().deleted);
+        assert_eq!(del.conflicts.len(), 1);
+        assert_eq!(del.conflicts[0].loser, Value::Integer(5));
+        // Delete first, then the concurrent update: update refused and logged.
+        let del = apply_op(Some(&row), &op(OpKind::Delete, &[], 20, 1), 3, 2);
+        let up = apply_op(del.new_row.as_ref(), &op(OpKind::Update, &[("x", 5)], 30, 1), 2, 3);
+        assert!(up.new_row.is_none());
+        assert_eq!(up.conflicts[0].loser, Value::Integer(5));
+        assert!(matches!(up.outcome, OutcomeKind::Conflict { .. }));
+    }
+
+    #[test]
+    fn recreating_after_seeing_the_delete_resurrects() {
+        let tomb = apply_op(None, &op(OpKind::Delete, &[], 20, 0), 3, 4).new_row.unwrap();
+        let again = apply_op(Some(&tomb), &op(OpKind::Insert, &[("x", 1)], 40, 4), 2, 5);
+        assert_eq!(again.outcome, OutcomeKind::Applied);
+        assert!(!again.new_row.unwrap().deleted);
     }
 }

@@ -203,3 +203,65 @@ mod tests {
         assert!(op_from_wire(op, 1).is_err());
     }
 }
+
+/// Encodes a server row's fields for storage (the tombstone flag, sequence and HLC are kept in
+/// columns of their own by the stores).
+pub fn stored_fields_to_bytes(row: &burrow_core::resolve::ServerRow) -> Vec<u8> {
+    use prost::Message;
+    v1::StoredRow {
+        fields: row
+            .fields
+            .iter()
+            .map(|(c, f)| v1::StoredField {
+                column: c.clone(),
+                value: Some(value_to_wire(&f.value)),
+                seq: f.version.seq,
+                hlc: f.version.hlc.0,
+                replica: f.version.replica,
+            })
+            .collect(),
+    }
+    .encode_to_vec()
+}
+
+/// Decodes what [`stored_fields_to_bytes`] wrote into a row with the given header.
+pub fn server_row_from_parts(
+    deleted: bool,
+    seq: u64,
+    hlc: u64,
+    fields: &[u8],
+) -> Result<burrow_core::resolve::ServerRow, prost::DecodeError> {
+    use burrow_core::resolve::{FieldVersion, StoredField};
+    use prost::Message;
+    let stored = v1::StoredRow::decode(fields)?;
+    Ok(burrow_core::resolve::ServerRow {
+        deleted,
+        seq,
+        hlc: Hlc(hlc),
+        fields: stored
+            .fields
+            .into_iter()
+            .map(|f| {
+                (
+                    f.column,
+                    StoredField {
+                        value: value_from_wire(f.value),
+                        version: FieldVersion { seq: f.seq, hlc: Hlc(f.hlc), replica: f.replica },
+                    },
+                )
+            })
+            .collect(),
+    })
+}
+
+/// Encodes a single value for storage outside a row (conflict log, client shadow).
+pub fn value_to_bytes(v: &Value) -> Vec<u8> {
+    use prost::Message;
+    value_to_wire(v).encode_to_vec()
+}
+
+/// Decodes what [`value_to_bytes`] wrote.
+pub fn value_from_bytes(b: &[u8]) -> Result<Value, prost::DecodeError> {
+    use prost::Message;
+    Ok(value_from_wire(Some(v1::Value::decode(b)?)))
+}

@@ -1,0 +1,258 @@
+//! The HTTP surface: `POST /v1/sync` and `GET /healthz`. Errors are JSON bodies
+//! `{"code": "...", "message": "..."}` with a status that says what happened.
+
+use crate::auth::{self, AuthError};
+use crate::config::{Limits, ServerConfig};
+use crate::error::{ServerError, StoreError};
+use crate::store::{IngestOp, IngestRequest, IngestTx, PullRequest, ServerStore};
+use crate::validate::{Rejection, validate_op};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use burrow_core::{Cursor, OutcomeKind, Schema};
+use burrow_proto::convert::{op_from_wire, op_to_wire, row_change_to_wire};
+use burrow_proto::{CONTENT_TYPE, PROTOCOL_VERSION, decode_frame, encode_frame, v1};
+use prost::Message;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Shared state of the HTTP handlers.
+#[derive(Debug)]
+pub struct AppState<S: ServerStore> {
+    schema: Schema,
+    secret: Vec<u8>,
+    limits: Limits,
+    store: Arc<S>,
+}
+
+impl<S: ServerStore> AppState<S> {
+    /// State for `config` over `store`; resolves the signing secret.
+    pub fn new(config: ServerConfig, store: Arc<S>) -> Result<Self, ServerError> {
+        let secret = config.resolve_secret()?;
+        Ok(AppState { schema: config.schema, secret, limits: config.limits, store })
+    }
+}
+
+/// An error answer: status plus stable code and message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "code": self.code, "message": self.message });
+        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, e.code(), e.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::ClientBound { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "client_id_bound", e.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "store failure");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", other.to_string())
+            }
+        }
+    }
+}
+
+/// The router with every route of the protocol.
+pub fn router<S: ServerStore>(state: Arc<AppState<S>>) -> Router {
+    Router::new()
+        .route("/v1/sync", post(sync::<S>))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(state)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// FNV-1a over the op's canonical encoding: identifies a retried payload.
+fn payload_hash(op: &v1::Op) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in op.encode_to_vec() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("request body exceeds the limit body_bytes_max = {limit} bytes"),
+        )
+    })
+}
+
+fn build_ingest(
+    schema: &Schema,
+    user_id: String,
+    req: &mut v1::SyncRequest,
+) -> IngestRequest {
+    let version_ok = req.schema_version <= schema.version;
+    let txs = std::mem::take(&mut req.upload)
+        .into_iter()
+        .map(|ltx| IngestTx {
+            tx_id: ltx.tx_id,
+            ops: ltx
+                .ops
+                .into_iter()
+                .map(|wire| {
+                    let client_seq = wire.client_seq;
+                    let payload_hash = payload_hash(&wire);
+                    let op = if !version_ok {
+                        Err(Rejection::new(
+                            "schema_version_unsupported",
+                            format!(
+                                "client schema version {} is newer than the server's {}",
+                                req.schema_version, schema.version
+                            ),
+                        ))
+                    } else {
+                        op_from_wire(wire, ltx.tx_id)
+                            .map_err(|e| Rejection::new("invalid_op", e.to_string()))
+                            .and_then(|op| validate_op(schema, op))
+                    };
+                    IngestOp { client_seq, payload_hash, op }
+                })
+                .collect(),
+        })
+        .collect();
+    IngestRequest { user_id, client_id: req.client_id.clone(), txs, now_ms: now_ms() }
+}
+
+fn outcome_to_wire(client_seq: u64, o: OutcomeKind) -> v1::OpOutcome {
+    match o {
+        OutcomeKind::Applied => v1::OpOutcome {
+            client_seq,
+            kind: v1::OutcomeKind::Applied as i32,
+            ..Default::default()
+        },
+        OutcomeKind::Conflict { lost, reason } => v1::OpOutcome {
+            client_seq,
+            kind: v1::OutcomeKind::Conflict as i32,
+            code: if lost.is_empty() { "conflict_won" } else { "conflict_lost" }.into(),
+            message: reason,
+            lost_columns: lost,
+        },
+        OutcomeKind::Rejected { code, message } => v1::OpOutcome {
+            client_seq,
+            kind: v1::OutcomeKind::Rejected as i32,
+            code,
+            message,
+            lost_columns: vec![],
+        },
+    }
+}
+
+async fn sync<S: ServerStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let token = auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
+    let claims = auth::verify(&state.secret, token)?;
+    let raw = read_body(body, state.limits.body_bytes_max).await?;
+    let mut req: v1::SyncRequest =
+        decode_frame(&raw, state.limits.decoded_bytes_max).map_err(|e| match e {
+            burrow_proto::FrameError::TooLarge { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("decompressed request exceeds decoded_bytes_max = {limit} bytes"),
+            ),
+            other => ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", other.to_string()),
+        })?;
+    if req.protocol_version != PROTOCOL_VERSION {
+        return Err(ApiError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            "protocol_version_unsupported",
+            format!(
+                "protocol version {} is not served; this server speaks {PROTOCOL_VERSION}",
+                req.protocol_version
+            ),
+        ));
+    }
+    if req.client_id.is_empty() || req.client_id.len() > 128 {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_client_id",
+            "client_id must be 1..=128 bytes",
+        ));
+    }
+    if req.schema_version == 0 {
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_schema_version", "schema_version is required"));
+    }
+    let op_count: usize = req.upload.iter().map(|t| t.ops.len()).sum();
+    if op_count > state.limits.ops_per_request_max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_ops",
+            format!(
+                "{op_count} ops exceed the limit ops_per_request_max = {}",
+                state.limits.ops_per_request_max
+            ),
+        ));
+    }
+    let mut outcomes = Vec::new();
+    let mut ack_seq = 0;
+    if op_count > 0 {
+        let ingest = build_ingest(&state.schema, claims.sub.clone(), &mut req);
+        let result = state.store.ingest(ingest).await?;
+        ack_seq = result.head_seq;
+        outcomes = result.outcomes.into_iter().map(|(s, o)| outcome_to_wire(s, o)).collect();
+    }
+    let mut resp = v1::SyncResponse {
+        outcomes,
+        ack_seq,
+        server_time_ms: now_ms(),
+        ..Default::default()
+    };
+    if req.download {
+        let cursor = req.cursor.map(|c| Cursor { since: c.since, after: c.after.max(c.since) }).unwrap_or_default();
+        let page_bytes_max = match req.page_bytes_max as usize {
+            0 => state.limits.page_bytes_max,
+            n => n.min(state.limits.page_bytes_max),
+        };
+        let page = state.store.pull(PullRequest { cursor, page_bytes_max }).await?;
+        resp.changes = page.changes.iter().map(row_change_to_wire).collect();
+        resp.cursor = Some(v1::Cursor { since: page.cursor.since, after: page.cursor.after });
+        resp.more = page.more;
+        resp.head_seq = page.head_seq;
+    } else {
+        resp.head_seq = state.store.head_seq().await?;
+    }
+    let body = encode_frame(&resp)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode_failed", e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
+}
+
+#[doc(hidden)]
+/// Re-encodes a domain op the way clients send it; used by tests that forge requests.
+pub fn wire_op(op: &burrow_core::Op) -> v1::Op {
+    op_to_wire(op)
+}

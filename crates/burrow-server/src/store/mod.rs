@@ -1,0 +1,120 @@
+//! The storage boundary of the server. A [`ServerStore`] owns rows, the dedup/change record of
+//! every op and the conflict log; it applies each local transaction atomically with the shared
+//! resolution rules of `burrow_core::resolve`. SQLite ([`SqliteServerStore`]) is the default;
+//! PostgreSQL implements the same trait later.
+
+mod sqlite;
+
+pub use sqlite::SqliteServerStore;
+
+use crate::error::StoreError;
+use crate::validate::Rejection;
+use burrow_core::{Cursor, Op, OutcomeKind, RowChange, Value};
+use std::future::Future;
+
+/// One uploaded op after validation.
+#[derive(Debug, Clone)]
+pub struct IngestOp {
+    /// The op's id within its client.
+    pub client_seq: u64,
+    /// Hash of the op as sent, to tell a retry from an id reused for another payload.
+    pub payload_hash: u64,
+    /// The validated op, or why it was refused.
+    pub op: Result<Op, Rejection>,
+}
+
+/// One local transaction of an upload: applied all-or-nothing.
+#[derive(Debug, Clone)]
+pub struct IngestTx {
+    /// The client's transaction number.
+    pub tx_id: u64,
+    /// Its ops in client order.
+    pub ops: Vec<IngestOp>,
+}
+
+/// An authenticated upload.
+#[derive(Debug, Clone)]
+pub struct IngestRequest {
+    /// The authenticated user (`sub`).
+    pub user_id: String,
+    /// The uploading device.
+    pub client_id: String,
+    /// Local transactions in upload order.
+    pub txs: Vec<IngestTx>,
+    /// Server wall time, recorded with conflicts.
+    pub now_ms: u64,
+}
+
+/// The store's answer to an upload.
+#[derive(Debug, Clone)]
+pub struct IngestResult {
+    /// `(client_seq, outcome)` for every op, in request order.
+    pub outcomes: Vec<(u64, OutcomeKind)>,
+    /// The head sequence after the commit: a client whose cursor reaches it holds the
+    /// results of all these ops.
+    pub head_seq: u64,
+}
+
+/// A download request.
+#[derive(Debug, Clone, Copy)]
+pub struct PullRequest {
+    /// Where the client is.
+    pub cursor: Cursor,
+    /// Upper bound on the page's uncompressed size.
+    pub page_bytes_max: usize,
+}
+
+/// One page of changes.
+#[derive(Debug, Clone)]
+pub struct Page {
+    /// Rows changed after the cursor, in order of their latest change.
+    pub changes: Vec<RowChange>,
+    /// The cursor to store with this page.
+    pub cursor: Cursor,
+    /// More pages follow.
+    pub more: bool,
+    /// The server's head sequence when the page was read.
+    pub head_seq: u64,
+}
+
+/// One entry of the conflict log: a value that lost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConflictLogEntry {
+    /// Table of the row.
+    pub table: String,
+    /// Primary key.
+    pub row_id: String,
+    /// Column.
+    pub column: String,
+    /// The losing value.
+    pub loser_value: Value,
+    /// Client that wrote the losing value.
+    pub loser_client: Option<String>,
+    /// Client that wrote the winner (None for a delete whose author is unknown).
+    pub winner_client: Option<String>,
+    /// `lww` or `deleted`.
+    pub reason: String,
+    /// Server sequence current when it was recorded.
+    pub seq: u64,
+}
+
+/// The server's storage backend.
+pub trait ServerStore: Send + Sync + 'static {
+    /// Deduplicates, resolves and commits an upload; answers per op.
+    fn ingest(
+        &self,
+        req: IngestRequest,
+    ) -> impl Future<Output = Result<IngestResult, StoreError>> + Send;
+
+    /// Reads one page of changes after the cursor.
+    fn pull(&self, req: PullRequest) -> impl Future<Output = Result<Page, StoreError>> + Send;
+
+    /// The latest committed sequence.
+    fn head_seq(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The most recent conflict log entries, newest last.
+    fn conflicts(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ConflictLogEntry>, StoreError>> + Send;
+}

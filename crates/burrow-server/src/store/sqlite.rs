@@ -1,0 +1,451 @@
+//! The embedded SQLite store: one writer connection (ingest) and one reader (pulls), WAL,
+//! `synchronous=FULL` so an acknowledged op survives power loss.
+
+use super::{
+    ConflictLogEntry, IngestRequest, IngestResult, IngestTx, Page, PullRequest, ServerStore,
+};
+use crate::error::StoreError;
+use burrow_core::resolve::{ConflictRecord, ServerRow, apply_op, replica_tag};
+use burrow_core::{Cursor, OutcomeKind};
+use burrow_proto::convert::{
+    server_row_from_parts, stored_fields_to_bytes, value_from_bytes, value_to_bytes,
+};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const SCHEMA_SQL: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta(key, value) VALUES ('head_seq', 0), ('store_version', 1);
+CREATE TABLE IF NOT EXISTS clients (
+  node INTEGER PRIMARY KEY,
+  client_id TEXT NOT NULL UNIQUE,
+  user_id TEXT NOT NULL,
+  replica INTEGER NOT NULL,
+  first_seen_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rows (
+  tbl TEXT NOT NULL,
+  id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  deleted INTEGER NOT NULL,
+  hlc INTEGER NOT NULL,
+  fields BLOB NOT NULL,
+  PRIMARY KEY (tbl, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rows_by_seq ON rows(seq);
+CREATE TABLE IF NOT EXISTS ops (
+  node INTEGER NOT NULL,
+  client_seq INTEGER NOT NULL,
+  payload_hash INTEGER NOT NULL,
+  tbl TEXT NOT NULL,
+  row_id TEXT NOT NULL,
+  seq INTEGER NOT NULL,
+  outcome INTEGER NOT NULL,
+  message TEXT NOT NULL,
+  lost TEXT NOT NULL,
+  PRIMARY KEY (node, client_seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS conflicts (
+  id INTEGER PRIMARY KEY,
+  seq INTEGER NOT NULL,
+  tbl TEXT NOT NULL,
+  row_id TEXT NOT NULL,
+  col TEXT NOT NULL,
+  loser_value BLOB NOT NULL,
+  loser_replica INTEGER NOT NULL,
+  loser_hlc INTEGER NOT NULL,
+  winner_replica INTEGER NOT NULL,
+  winner_hlc INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  at_ms INTEGER NOT NULL
+);
+";
+
+const OUTCOME_APPLIED: i64 = 1;
+const OUTCOME_CONFLICT: i64 = 2;
+
+/// The SQLite implementation of [`ServerStore`].
+#[derive(Debug, Clone)]
+pub struct SqliteServerStore {
+    writer: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    Ok(conn)
+}
+
+fn lock(m: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    // A panic while holding the lock cannot leave SQLite half-written (the transaction
+    // rolls back when dropped), so a poisoned lock is safe to reuse.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SqliteServerStore {
+    /// Opens (creating if needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let writer = open_conn(path)?;
+        writer.execute_batch(SCHEMA_SQL)?;
+        let reader = open_conn(path)?;
+        Ok(SqliteServerStore {
+            writer: Arc::new(Mutex::new(writer)),
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    async fn blocking<T, F>(conn: Arc<Mutex<Connection>>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(move || f(&mut lock(&conn)))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Number of times the effect of op `(client_id, client_seq)` is recorded (0 or 1);
+    /// used by tests that prove deduplication.
+    pub fn op_effect_count(&self, client_id: &str, client_seq: u64) -> Result<u64, StoreError> {
+        let conn = lock(&self.reader);
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM ops JOIN clients USING(node) WHERE client_id = ?1 AND client_seq = ?2",
+            params![client_id, client_seq as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Total number of ops recorded and number of live rows; for reports.
+    pub fn counts(&self) -> Result<(u64, u64), StoreError> {
+        let conn = lock(&self.reader);
+        let ops: i64 = conn.query_row("SELECT count(*) FROM ops", [], |r| r.get(0))?;
+        let rows: i64 =
+            conn.query_row("SELECT count(*) FROM rows WHERE deleted = 0", [], |r| r.get(0))?;
+        Ok((ops as u64, rows as u64))
+    }
+}
+
+fn read_row(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    row_id: &str,
+) -> Result<Option<ServerRow>, StoreError> {
+    let raw: Option<(bool, i64, i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT deleted, seq, hlc, fields FROM rows WHERE tbl = ?1 AND id = ?2")?
+        .query_row(params![table, row_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    raw.map(|(deleted, seq, hlc, fields)| {
+        server_row_from_parts(deleted, seq as u64, hlc as u64, &fields).map_err(|source| {
+            StoreError::Corrupt { table: table.into(), row_id: row_id.into(), source }
+        })
+    })
+    .transpose()
+}
+
+fn node_for(
+    tx: &rusqlite::Transaction<'_>,
+    client_id: &str,
+    user_id: &str,
+    now_ms: u64,
+) -> Result<i64, StoreError> {
+    let found: Option<(i64, String)> = tx
+        .query_row(
+            "SELECT node, user_id FROM clients WHERE client_id = ?1",
+            [client_id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match found {
+        Some((node, owner)) if owner == user_id => Ok(node),
+        Some(_) => Err(StoreError::ClientBound { client_id: client_id.to_string() }),
+        None => {
+            tx.execute(
+                "INSERT INTO clients(client_id, user_id, replica, first_seen_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![client_id, user_id, replica_tag(client_id) as i64, now_ms as i64],
+            )?;
+            Ok(tx.last_insert_rowid())
+        }
+    }
+}
+
+fn outcome_from_stored(outcome: i64, message: String, lost: String) -> OutcomeKind {
+    if outcome == OUTCOME_CONFLICT {
+        OutcomeKind::Conflict {
+            lost: lost.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            reason: message,
+        }
+    } else {
+        OutcomeKind::Applied
+    }
+}
+
+/// Ingests one local transaction inside a savepoint; returns its outcomes.
+fn ingest_tx(
+    tx: &rusqlite::Transaction<'_>,
+    node: i64,
+    replica: u64,
+    ltx: &IngestTx,
+    head: &mut u64,
+    now_ms: u64,
+) -> Result<Vec<(u64, OutcomeKind)>, StoreError> {
+    // A transaction with any invalid op is refused whole: it must apply all-or-nothing.
+    if let Some((bad_seq, bad)) =
+        ltx.ops.iter().find_map(|o| o.op.as_ref().err().map(|r| (o.client_seq, r)))
+    {
+        return Ok(ltx
+            .ops
+            .iter()
+            .map(|o| {
+                let (code, message) = match &o.op {
+                    Err(r) => (r.code.to_string(), r.message.clone()),
+                    Ok(_) => (
+                        "transaction_rejected".to_string(),
+                        format!("op {bad_seq} of the same transaction was rejected: {}", bad.message),
+                    ),
+                };
+                (o.client_seq, OutcomeKind::Rejected { code, message })
+            })
+            .collect());
+    }
+    let mut outcomes = Vec::with_capacity(ltx.ops.len());
+    let mut fresh = Vec::new();
+    for o in &ltx.ops {
+        let stored: Option<(i64, i64, String, String)> = tx
+            .prepare_cached(
+                "SELECT payload_hash, outcome, message, lost FROM ops WHERE node = ?1 AND client_seq = ?2",
+            )?
+            .query_row(params![node, o.client_seq as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        match stored {
+            Some((hash, _, _, _)) if hash as u64 != o.payload_hash => outcomes.push((
+                o.client_seq,
+                OutcomeKind::Rejected {
+                    code: "op_id_reused".into(),
+                    message: format!(
+                        "op id {} was already used for a different change",
+                        o.client_seq
+                    ),
+                },
+            )),
+            Some((_, outcome, message, lost)) => {
+                outcomes.push((o.client_seq, outcome_from_stored(outcome, message, lost)));
+            }
+            None => {
+                outcomes.push((o.client_seq, OutcomeKind::Applied));
+                fresh.push((outcomes.len() - 1, o));
+            }
+        }
+    }
+    for (slot, o) in fresh {
+        let Ok(op) = &o.op else { continue };
+        let current = read_row(tx, &op.table, &op.row_id)?;
+        let seq = *head + 1;
+        let applied = apply_op(current.as_ref(), op, replica, seq);
+        let recorded_seq = if let Some(row) = &applied.new_row {
+            *head = seq;
+            tx.prepare_cached(
+                "INSERT INTO rows(tbl, id, seq, deleted, hlc, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(tbl, id) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,
+                   hlc = excluded.hlc, fields = excluded.fields",
+            )?
+            .execute(params![
+                op.table,
+                op.row_id,
+                row.seq as i64,
+                row.deleted,
+                row.hlc.0 as i64,
+                stored_fields_to_bytes(row)
+            ])?;
+            seq
+        } else {
+            0
+        };
+        for c in &applied.conflicts {
+            insert_conflict(tx, *head, &op.table, &op.row_id, c, now_ms)?;
+        }
+        let (code, message, lost) = match &applied.outcome {
+            OutcomeKind::Applied => (OUTCOME_APPLIED, String::new(), String::new()),
+            OutcomeKind::Conflict { lost, reason } => (OUTCOME_CONFLICT, reason.clone(), lost.join(",")),
+            OutcomeKind::Rejected { .. } => (OUTCOME_APPLIED, String::new(), String::new()),
+        };
+        tx.prepare_cached(
+            "INSERT INTO ops(node, client_seq, payload_hash, tbl, row_id, seq, outcome, message, lost)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            node,
+            o.client_seq as i64,
+            o.payload_hash as i64,
+            op.table,
+            op.row_id,
+            recorded_seq as i64,
+            code,
+            message,
+            lost
+        ])?;
+        if let Some(entry) = outcomes.get_mut(slot) {
+            entry.1 = applied.outcome;
+        }
+    }
+    Ok(outcomes)
+}
+
+fn insert_conflict(
+    tx: &rusqlite::Transaction<'_>,
+    seq: u64,
+    table: &str,
+    row_id: &str,
+    c: &ConflictRecord,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO conflicts(seq, tbl, row_id, col, loser_value, loser_replica, loser_hlc,
+           winner_replica, winner_hlc, reason, at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+    )?
+    .execute(params![
+        seq as i64,
+        table,
+        row_id,
+        c.column,
+        value_to_bytes(&c.loser),
+        c.loser_version.replica as i64,
+        c.loser_version.hlc.0 as i64,
+        c.winner_version.replica as i64,
+        c.winner_version.hlc.0 as i64,
+        c.reason,
+        now_ms as i64
+    ])?;
+    Ok(())
+}
+
+fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestResult, StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let node = node_for(&tx, &req.client_id, &req.user_id, req.now_ms)?;
+    let replica = replica_tag(&req.client_id);
+    let mut head: u64 =
+        tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| r.get::<_, i64>(0))?
+            as u64;
+    let mut outcomes = Vec::new();
+    for ltx in &req.txs {
+        // Any storage error aborts the whole request (the transaction rolls back on drop):
+        // the client retries it, and nothing is half-applied.
+        let mut o = ingest_tx(&tx, node, replica, ltx, &mut head, req.now_ms)?;
+        outcomes.append(&mut o);
+    }
+    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'head_seq'", [head as i64])?;
+    tx.commit()?;
+    Ok(IngestResult { outcomes, head_seq: head })
+}
+
+fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreError> {
+    let tx = conn.transaction()?;
+    let head =
+        tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| r.get::<_, i64>(0))?
+            as u64;
+    let Cursor { since, after } = req.cursor;
+    let mut changes = Vec::new();
+    let mut bytes = 0usize;
+    let mut last = after;
+    let mut more = false;
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT tbl, id, seq, deleted, hlc, fields FROM rows WHERE seq > ?1 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([after as i64])?;
+        while let Some(r) = rows.next()? {
+            if bytes >= req.page_bytes_max {
+                more = true;
+                break;
+            }
+            let table: String = r.get(0)?;
+            let id: String = r.get(1)?;
+            let seq = r.get::<_, i64>(2)? as u64;
+            let deleted: bool = r.get(3)?;
+            last = seq;
+            if deleted && since == 0 {
+                continue; // a fresh client never had it
+            }
+            let blob = r.get_ref(5)?.as_blob().map_err(rusqlite::Error::from)?;
+            bytes += blob.len() + table.len() + id.len() + 16;
+            let row = server_row_from_parts(deleted, seq, r.get::<_, i64>(4)? as u64, blob)
+                .map_err(|source| StoreError::Corrupt {
+                    table: table.clone(),
+                    row_id: id.clone(),
+                    source,
+                })?;
+            changes.push(row.changes_since(&table, &id, since));
+        }
+    }
+    let cursor = if more { Cursor { since, after: last } } else { Cursor::at(head.max(last)) };
+    Ok(Page { changes, cursor, more, head_seq: head })
+}
+
+impl ServerStore for SqliteServerStore {
+    async fn ingest(&self, req: IngestRequest) -> Result<IngestResult, StoreError> {
+        Self::blocking(self.writer.clone(), move |c| ingest_blocking(c, req)).await
+    }
+
+    async fn pull(&self, req: PullRequest) -> Result<Page, StoreError> {
+        Self::blocking(self.reader.clone(), move |c| pull_blocking(c, req)).await
+    }
+
+    async fn head_seq(&self) -> Result<u64, StoreError> {
+        Self::blocking(self.reader.clone(), |c| {
+            Ok(c.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+        })
+        .await
+    }
+
+    async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictLogEntry>, StoreError> {
+        Self::blocking(self.reader.clone(), move |c| {
+            let mut stmt = c.prepare(
+                "SELECT tbl, row_id, col, loser_value, reason, seq,
+                   (SELECT client_id FROM clients WHERE replica = loser_replica),
+                   (SELECT client_id FROM clients WHERE replica = winner_replica)
+                 FROM (SELECT * FROM conflicts ORDER BY id DESC LIMIT ?1) ORDER BY id",
+            )?;
+            let rows = stmt.query_map([limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, Vec<u8>>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (table, row_id, column, loser, reason, seq, lc, wc) = row?;
+                let loser_value = value_from_bytes(&loser).map_err(|source| {
+                    StoreError::Corrupt { table: table.clone(), row_id: row_id.clone(), source }
+                })?;
+                out.push(ConflictLogEntry {
+                    table,
+                    row_id,
+                    column,
+                    loser_value,
+                    loser_client: lc,
+                    winner_client: wc,
+                    reason,
+                    seq: seq as u64,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

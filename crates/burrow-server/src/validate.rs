@@ -1,0 +1,102 @@
+//! Validation of uploaded ops against the schema the server serves.
+
+use burrow_core::schema::ID_COLUMN;
+use burrow_core::{Op, OpKind, Schema};
+
+/// Why an op is refused before it reaches the store; becomes a per-op `rejected` outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Stable machine code.
+    pub code: &'static str,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection with `code` and `message`.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Rejection { code, message: message.into() }
+    }
+}
+
+/// Longest accepted primary key, in bytes.
+pub const ROW_ID_BYTES_MAX: usize = 256;
+
+/// Checks one op against `schema`, converting values to the column types. Returns the op
+/// ready for the store or why it is refused.
+pub fn validate_op(schema: &Schema, mut op: Op) -> Result<Op, Rejection> {
+    let Some(table) = schema.table(&op.table) else {
+        return Err(Rejection::new("unknown_table", format!("unknown table \"{}\"", op.table)));
+    };
+    if op.row_id.is_empty() || op.row_id.len() > ROW_ID_BYTES_MAX {
+        return Err(Rejection::new(
+            "invalid_row_id",
+            format!("row id must be 1..={ROW_ID_BYTES_MAX} bytes"),
+        ));
+    }
+    if op.kind == OpKind::Delete && !op.fields.is_empty() {
+        return Err(Rejection::new("invalid_op", "a delete carries no fields"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for f in &mut op.fields {
+        if f.column == ID_COLUMN {
+            return Err(Rejection::new("invalid_op", "the primary key cannot be set as a field"));
+        }
+        let Some(col) = table.column(&f.column) else {
+            return Err(Rejection::new(
+                "unknown_column",
+                format!("unknown column \"{}.{}\"", op.table, f.column),
+            ));
+        };
+        if !seen.insert(f.column.clone()) {
+            return Err(Rejection::new("invalid_op", format!("column \"{}\" set twice", f.column)));
+        }
+        let value = std::mem::replace(&mut f.value, burrow_core::Value::Null);
+        f.value = value.conform(col.ty).map_err(|e| {
+            Rejection::new("wrong_type", format!("column \"{}.{}\": {e}", op.table, f.column))
+        })?;
+    }
+    Ok(op)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burrow_core::{FieldValue, Hlc, Value};
+
+    fn schema() -> Schema {
+        Schema::from_toml_str("version = 1\n[tables.t.columns]\nn = \"integer\"\ns = \"text\"\n")
+            .unwrap()
+    }
+
+    fn op(table: &str, fields: Vec<(&str, Value)>) -> Op {
+        Op {
+            client_seq: 1,
+            tx: 1,
+            table: table.into(),
+            row_id: "r".into(),
+            kind: OpKind::Update,
+            fields: fields
+                .into_iter()
+                .map(|(c, value)| FieldValue { column: c.into(), value })
+                .collect(),
+            hlc: Hlc(1),
+            base_seq: 0,
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_tables_columns_and_wrong_types() {
+        let s = schema();
+        assert_eq!(validate_op(&s, op("x", vec![])).unwrap_err().code, "unknown_table");
+        assert_eq!(
+            validate_op(&s, op("t", vec![("zz", Value::Null)])).unwrap_err().code,
+            "unknown_column"
+        );
+        assert_eq!(
+            validate_op(&s, op("t", vec![("n", Value::Text("x".into()))])).unwrap_err().code,
+            "wrong_type"
+        );
+        assert!(validate_op(&s, op("t", vec![("n", Value::Integer(3))])).is_ok());
+    }
+}
