@@ -1,1 +1,20 @@
-//! placeholder
+//! The embeddable Burrow client: the app's SQLite database is the source of truth; writes to
+//! synced tables are captured by triggers into a persistent outbox in the same transaction;
+//! [`Client::sync`] uploads ops and downloads changes by cursor, each page applied atomically
+//! with the cursor, pending local edits kept visible on top.
+
+pub mod apply;
+pub mod client;
+pub mod ddl;
+pub mod error;
+pub mod open;
+pub mod outbox;
+pub mod schema_text;
+pub mod sql_value;
+pub mod transport;
+
+pub use client::{
+    Client, ClientOptions, ExecReport, LocalConflict, RejectedOp, Status, SyncReport,
+};
+pub use error::{Error, Result};
+pub use transport::{HttpTransport, TrafficStats, Transport, TransportError};

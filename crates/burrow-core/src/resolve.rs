@@ -165,17 +165,42 @@ pub struct AppliedOp {
 /// `seq` as the sequence of the change it would create. Deletes win over concurrent updates;
 /// every overwritten concurrent value and every losing value becomes a [`ConflictRecord`].
 pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) -> AppliedOp {
-    let incoming = IncomingWrite { hlc: op.hlc, replica, base_seq: op.base_seq };
-    let this_version = FieldVersion { seq, hlc: op.hlc, replica };
-    let unapplied = FieldVersion { seq: 0, hlc: op.hlc, replica };
+    let incoming = IncomingWrite {
+        hlc: op.hlc,
+        replica,
+        base_seq: op.base_seq,
+    };
+    let this_version = FieldVersion {
+        seq,
+        hlc: op.hlc,
+        replica,
+    };
+    let unapplied = FieldVersion {
+        seq: 0,
+        hlc: op.hlc,
+        replica,
+    };
     match op.kind {
         OpKind::Delete => {
             let Some(row) = current else {
-                let tomb = ServerRow { deleted: true, seq, hlc: op.hlc, fields: BTreeMap::new() };
-                return AppliedOp { new_row: Some(tomb), outcome: OutcomeKind::Applied, conflicts: vec![] };
+                let tomb = ServerRow {
+                    deleted: true,
+                    seq,
+                    hlc: op.hlc,
+                    fields: BTreeMap::new(),
+                };
+                return AppliedOp {
+                    new_row: Some(tomb),
+                    outcome: OutcomeKind::Applied,
+                    conflicts: vec![],
+                };
             };
             if row.deleted {
-                return AppliedOp { new_row: None, outcome: OutcomeKind::Applied, conflicts: vec![] };
+                return AppliedOp {
+                    new_row: None,
+                    outcome: OutcomeKind::Applied,
+                    conflicts: vec![],
+                };
             }
             let conflicts: Vec<ConflictRecord> = row
                 .fields
@@ -189,8 +214,12 @@ pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) ->
                     reason: "deleted",
                 })
                 .collect();
-            let tomb =
-                ServerRow { deleted: true, seq, hlc: row.hlc.max(op.hlc), fields: BTreeMap::new() };
+            let tomb = ServerRow {
+                deleted: true,
+                seq,
+                hlc: row.hlc.max(op.hlc),
+                fields: BTreeMap::new(),
+            };
             let outcome = if conflicts.is_empty() {
                 OutcomeKind::Applied
             } else {
@@ -199,11 +228,19 @@ pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) ->
                     reason: "delete overrode concurrent updates (logged)".into(),
                 }
             };
-            AppliedOp { new_row: Some(tomb), outcome, conflicts }
+            AppliedOp {
+                new_row: Some(tomb),
+                outcome,
+                conflicts,
+            }
         }
         OpKind::Insert | OpKind::Update => {
             if let Some(row) = current.filter(|r| r.deleted && op.base_seq < r.seq) {
-                let tomb_version = FieldVersion { seq: row.seq, hlc: row.hlc, replica: 0 };
+                let tomb_version = FieldVersion {
+                    seq: row.seq,
+                    hlc: row.hlc,
+                    replica: 0,
+                };
                 let conflicts = op
                     .fields
                     .iter()
@@ -262,7 +299,10 @@ pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) ->
                 }
                 row.fields.insert(
                     f.column.clone(),
-                    StoredField { value: f.value.clone(), version: this_version },
+                    StoredField {
+                        value: f.value.clone(),
+                        version: this_version,
+                    },
                 );
                 changed = true;
             }
@@ -286,7 +326,11 @@ pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) ->
                 };
                 OutcomeKind::Conflict { lost, reason }
             };
-            AppliedOp { new_row, outcome, conflicts }
+            AppliedOp {
+                new_row,
+                outcome,
+                conflicts,
+            }
         }
     }
 }
@@ -411,7 +455,10 @@ mod tests {
             kind,
             fields: fields
                 .iter()
-                .map(|(c, v)| crate::FieldValue { column: c.to_string(), value: Value::Integer(*v) })
+                .map(|(c, v)| crate::FieldValue {
+                    column: c.to_string(),
+                    value: Value::Integer(*v),
+                })
                 .collect(),
             hlc: Hlc(hlc),
             base_seq,
@@ -420,25 +467,48 @@ mod tests {
 
     #[test]
     fn different_fields_merge_and_same_field_logs_the_loser() {
-        let a = apply_op(None, &op(OpKind::Insert, &[("x", 1), ("y", 1)], 10, 0), 1, 1);
+        let a = apply_op(
+            None,
+            &op(OpKind::Insert, &[("x", 1), ("y", 1)], 10, 0),
+            1,
+            1,
+        );
         let row = a.new_row.unwrap();
         // Two devices saw seq 1, then change different fields and the same field concurrently.
-        let b = apply_op(Some(&row), &op(OpKind::Update, &[("x", 2), ("z", 9)], 20, 1), 2, 2);
+        let b = apply_op(
+            Some(&row),
+            &op(OpKind::Update, &[("x", 2), ("z", 9)], 20, 1),
+            2,
+            2,
+        );
         let row = b.new_row.unwrap();
         assert_eq!(b.outcome, OutcomeKind::Applied);
-        let c = apply_op(Some(&row), &op(OpKind::Update, &[("y", 3), ("z", 7)], 15, 1), 3, 3);
+        let c = apply_op(
+            Some(&row),
+            &op(OpKind::Update, &[("y", 3), ("z", 7)], 15, 1),
+            3,
+            3,
+        );
         let row = c.new_row.unwrap();
         assert_eq!(row.fields["x"].value, Value::Integer(2));
         assert_eq!(row.fields["y"].value, Value::Integer(3));
-        assert_eq!(row.fields["z"].value, Value::Integer(9), "later HLC keeps z");
+        assert_eq!(
+            row.fields["z"].value,
+            Value::Integer(9),
+            "later HLC keeps z"
+        );
         assert_eq!(c.conflicts.len(), 1);
         assert_eq!(c.conflicts[0].loser, Value::Integer(7));
-        assert!(matches!(c.outcome, OutcomeKind::Conflict { ref lost, .. } if lost == &["z".to_string()]));
+        assert!(
+            matches!(c.outcome, OutcomeKind::Conflict { ref lost, .. } if lost == &["z".to_string()])
+        );
     }
 
     #[test]
     fn delete_wins_over_concurrent_update_both_orders() {
-        let row = apply_op(None, &op(OpKind::Insert, &[("x", 1)], 10, 0), 1, 1).new_row.unwrap();
+        let row = apply_op(None, &op(OpKind::Insert, &[("x", 1)], 10, 0), 1, 1)
+            .new_row
+            .unwrap();
         // Update first, then the concurrent delete (based on seq 1): update value logged.
         let up = apply_op(Some(&row), &op(OpKind::Update, &[("x", 5)], 30, 1), 2, 2);
         let del = apply_op(up.new_row.as_ref(), &op(OpKind::Delete, &[], 20, 1), 3, 3);
@@ -447,7 +517,12 @@ mod tests {
         assert_eq!(del.conflicts[0].loser, Value::Integer(5));
         // Delete first, then the concurrent update: update refused and logged.
         let del = apply_op(Some(&row), &op(OpKind::Delete, &[], 20, 1), 3, 2);
-        let up = apply_op(del.new_row.as_ref(), &op(OpKind::Update, &[("x", 5)], 30, 1), 2, 3);
+        let up = apply_op(
+            del.new_row.as_ref(),
+            &op(OpKind::Update, &[("x", 5)], 30, 1),
+            2,
+            3,
+        );
         assert!(up.new_row.is_none());
         assert_eq!(up.conflicts[0].loser, Value::Integer(5));
         assert!(matches!(up.outcome, OutcomeKind::Conflict { .. }));
@@ -455,7 +530,9 @@ mod tests {
 
     #[test]
     fn recreating_after_seeing_the_delete_resurrects() {
-        let tomb = apply_op(None, &op(OpKind::Delete, &[], 20, 0), 3, 4).new_row.unwrap();
+        let tomb = apply_op(None, &op(OpKind::Delete, &[], 20, 0), 3, 4)
+            .new_row
+            .unwrap();
         let again = apply_op(Some(&tomb), &op(OpKind::Insert, &[("x", 1)], 40, 4), 2, 5);
         assert_eq!(again.outcome, OutcomeKind::Applied);
         assert!(!again.new_row.unwrap().deleted);

@@ -246,7 +246,11 @@ pub fn server_row_from_parts(
                     f.column,
                     StoredField {
                         value: value_from_wire(f.value),
-                        version: FieldVersion { seq: f.seq, hlc: Hlc(f.hlc), replica: f.replica },
+                        version: FieldVersion {
+                            seq: f.seq,
+                            hlc: Hlc(f.hlc),
+                            replica: f.replica,
+                        },
                     },
                 )
             })

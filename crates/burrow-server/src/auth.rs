@@ -52,10 +52,18 @@ pub fn mint(
     now_secs: u64,
     ttl_secs: u64,
 ) -> Result<String, AuthError> {
-    let claims =
-        Claims { sub: user.to_string(), exp: now_secs + ttl_secs, iat: now_secs, extra };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
-        .map_err(|e| AuthError::Invalid(e.to_string()))
+    let claims = Claims {
+        sub: user.to_string(),
+        exp: now_secs + ttl_secs,
+        iat: now_secs,
+        extra,
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret),
+    )
+    .map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
 /// Verifies a token's signature (HS256 only) and expiry.
@@ -79,7 +87,11 @@ pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
         .or_else(|| h.strip_prefix("bearer "))
         .ok_or_else(|| AuthError::Invalid("authorization scheme must be Bearer".into()))?
         .trim();
-    if token.is_empty() { Err(AuthError::Missing) } else { Ok(token) }
+    if token.is_empty() {
+        Err(AuthError::Missing)
+    } else {
+        Ok(token)
+    }
 }
 
 #[cfg(test)]
@@ -87,7 +99,10 @@ mod tests {
     use super::*;
 
     fn now() -> u64 {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
     }
 
     #[test]

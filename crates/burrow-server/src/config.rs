@@ -44,7 +44,12 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// A configuration with default limits and a secret kept in `data_dir`.
     pub fn new(data_dir: PathBuf, schema: Schema) -> Self {
-        ServerConfig { data_dir, schema, secret: None, limits: Limits::default() }
+        ServerConfig {
+            data_dir,
+            schema,
+            secret: None,
+            limits: Limits::default(),
+        }
     }
 
     /// The signing secret: the configured one, or `DATA_DIR/secret`, created on first use.
@@ -83,7 +88,11 @@ pub fn load_or_create_secret(dir: &Path) -> Result<Vec<u8>, ServerError> {
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(text.as_bytes())?;
     f.sync_all()
 }

@@ -32,7 +32,12 @@ impl<S: ServerStore> AppState<S> {
     /// State for `config` over `store`; resolves the signing secret.
     pub fn new(config: ServerConfig, store: Arc<S>) -> Result<Self, ServerError> {
         let secret = config.resolve_secret()?;
-        Ok(AppState { schema: config.schema, secret, limits: config.limits, store })
+        Ok(AppState {
+            schema: config.schema,
+            secret,
+            limits: config.limits,
+            store,
+        })
     }
 }
 
@@ -46,14 +51,23 @@ pub struct ApiError {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "code": self.code, "message": self.message });
-        (self.status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
@@ -71,7 +85,11 @@ impl From<StoreError> for ApiError {
             }
             other => {
                 tracing::error!(error = %other, "store failure");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", other.to_string())
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage_error",
+                    other.to_string(),
+                )
             }
         }
     }
@@ -86,7 +104,10 @@ pub fn router<S: ServerStore>(state: Arc<AppState<S>>) -> Router {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// FNV-1a over the op's canonical encoding: identifies a retried payload.
@@ -109,11 +130,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     })
 }
 
-fn build_ingest(
-    schema: &Schema,
-    user_id: String,
-    req: &mut v1::SyncRequest,
-) -> IngestRequest {
+fn build_ingest(schema: &Schema, user_id: String, req: &mut v1::SyncRequest) -> IngestRequest {
     let version_ok = req.schema_version <= schema.version;
     let txs = std::mem::take(&mut req.upload)
         .into_iter()
@@ -125,25 +142,38 @@ fn build_ingest(
                 .map(|wire| {
                     let client_seq = wire.client_seq;
                     let payload_hash = payload_hash(&wire);
-                    let op = if !version_ok {
-                        Err(Rejection::new(
-                            "schema_version_unsupported",
-                            format!(
-                                "client schema version {} is newer than the server's {}",
-                                req.schema_version, schema.version
-                            ),
-                        ))
-                    } else {
-                        op_from_wire(wire, ltx.tx_id)
-                            .map_err(|e| Rejection::new("invalid_op", e.to_string()))
-                            .and_then(|op| validate_op(schema, op))
-                    };
-                    IngestOp { client_seq, payload_hash, op }
+                    let op = op_from_wire(wire, ltx.tx_id)
+                        .map_err(|e| Rejection::new("invalid_op", e.to_string()))
+                        .and_then(|op| validate_op(schema, op))
+                        .map_err(|r| {
+                            // A newer app may write what this server's schema does not have yet.
+                            if !version_ok && matches!(r.code, "unknown_table" | "unknown_column") {
+                                Rejection::new(
+                                    "schema_version_unsupported",
+                                    format!(
+                                        "{} (client schema version {}, server serves {})",
+                                        r.message, req.schema_version, schema.version
+                                    ),
+                                )
+                            } else {
+                                r
+                            }
+                        });
+                    IngestOp {
+                        client_seq,
+                        payload_hash,
+                        op,
+                    }
                 })
                 .collect(),
         })
         .collect();
-    IngestRequest { user_id, client_id: req.client_id.clone(), txs, now_ms: now_ms() }
+    IngestRequest {
+        user_id,
+        client_id: req.client_id.clone(),
+        txs,
+        now_ms: now_ms(),
+    }
 }
 
 fn outcome_to_wire(client_seq: u64, o: OutcomeKind) -> v1::OpOutcome {
@@ -156,7 +186,12 @@ fn outcome_to_wire(client_seq: u64, o: OutcomeKind) -> v1::OpOutcome {
         OutcomeKind::Conflict { lost, reason } => v1::OpOutcome {
             client_seq,
             kind: v1::OutcomeKind::Conflict as i32,
-            code: if lost.is_empty() { "conflict_won" } else { "conflict_lost" }.into(),
+            code: if lost.is_empty() {
+                "conflict_won"
+            } else {
+                "conflict_lost"
+            }
+            .into(),
             message: reason,
             lost_columns: lost,
         },
@@ -175,7 +210,11 @@ async fn sync<S: ServerStore>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let token = auth::bearer(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()))?;
+    let token = auth::bearer(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )?;
     let claims = auth::verify(&state.secret, token)?;
     let raw = read_body(body, state.limits.body_bytes_max).await?;
     let mut req: v1::SyncRequest =
@@ -205,7 +244,11 @@ async fn sync<S: ServerStore>(
         ));
     }
     if req.schema_version == 0 {
-        return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_schema_version", "schema_version is required"));
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_schema_version",
+            "schema_version is required",
+        ));
     }
     let op_count: usize = req.upload.iter().map(|t| t.ops.len()).sum();
     if op_count > state.limits.ops_per_request_max {
@@ -224,7 +267,11 @@ async fn sync<S: ServerStore>(
         let ingest = build_ingest(&state.schema, claims.sub.clone(), &mut req);
         let result = state.store.ingest(ingest).await?;
         ack_seq = result.head_seq;
-        outcomes = result.outcomes.into_iter().map(|(s, o)| outcome_to_wire(s, o)).collect();
+        outcomes = result
+            .outcomes
+            .into_iter()
+            .map(|(s, o)| outcome_to_wire(s, o))
+            .collect();
     }
     let mut resp = v1::SyncResponse {
         outcomes,
@@ -233,21 +280,41 @@ async fn sync<S: ServerStore>(
         ..Default::default()
     };
     if req.download {
-        let cursor = req.cursor.map(|c| Cursor { since: c.since, after: c.after.max(c.since) }).unwrap_or_default();
+        let cursor = req
+            .cursor
+            .map(|c| Cursor {
+                since: c.since,
+                after: c.after.max(c.since),
+            })
+            .unwrap_or_default();
         let page_bytes_max = match req.page_bytes_max as usize {
             0 => state.limits.page_bytes_max,
             n => n.min(state.limits.page_bytes_max),
         };
-        let page = state.store.pull(PullRequest { cursor, page_bytes_max }).await?;
+        let page = state
+            .store
+            .pull(PullRequest {
+                cursor,
+                page_bytes_max,
+            })
+            .await?;
         resp.changes = page.changes.iter().map(row_change_to_wire).collect();
-        resp.cursor = Some(v1::Cursor { since: page.cursor.since, after: page.cursor.after });
+        resp.cursor = Some(v1::Cursor {
+            since: page.cursor.since,
+            after: page.cursor.after,
+        });
         resp.more = page.more;
         resp.head_seq = page.head_seq;
     } else {
         resp.head_seq = state.store.head_seq().await?;
     }
-    let body = encode_frame(&resp)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "encode_failed", e.to_string()))?;
+    let body = encode_frame(&resp).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encode_failed",
+            e.to_string(),
+        )
+    })?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
 }
 

@@ -30,6 +30,9 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// File name of the embedded SQLite store inside the data directory.
+pub const DB_FILE: &str = "burrow-server.db";
+
 /// A server running on a tokio task; dropped or [`RunningServer::shutdown`] to stop.
 #[derive(Debug)]
 pub struct RunningServer {
@@ -78,11 +81,19 @@ impl Drop for RunningServer {
 pub async fn spawn(config: ServerConfig, listen: &str) -> Result<RunningServer, ServerError> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| ServerError::Bind { addr: listen.to_string(), source: e })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| ServerError::Bind { addr: listen.to_string(), source: e })?;
-    let store = Arc::new(SqliteServerStore::open(&config.data_dir.join("burrow-server.db"))?);
+        .map_err(|e| ServerError::Bind {
+            addr: listen.to_string(),
+            source: e,
+        })?;
+    let addr = listener.local_addr().map_err(|e| ServerError::Bind {
+        addr: listen.to_string(),
+        source: e,
+    })?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| ServerError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source: e,
+    })?;
+    let store = Arc::new(SqliteServerStore::open(&config.data_dir.join(DB_FILE))?);
     let app = http::router(Arc::new(http::AppState::new(config, store.clone())?));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -92,5 +103,10 @@ pub async fn spawn(config: ServerConfig, listen: &str) -> Result<RunningServer, 
             })
             .await
     });
-    Ok(RunningServer { addr, stop: Some(stop), task: Some(task), store })
+    Ok(RunningServer {
+        addr,
+        stop: Some(stop),
+        task: Some(task),
+        store,
+    })
 }

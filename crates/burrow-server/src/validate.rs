@@ -15,7 +15,10 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with `code` and `message`.
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Rejection { code, message: message.into() }
+        Rejection {
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -26,7 +29,10 @@ pub const ROW_ID_BYTES_MAX: usize = 256;
 /// ready for the store or why it is refused.
 pub fn validate_op(schema: &Schema, mut op: Op) -> Result<Op, Rejection> {
     let Some(table) = schema.table(&op.table) else {
-        return Err(Rejection::new("unknown_table", format!("unknown table \"{}\"", op.table)));
+        return Err(Rejection::new(
+            "unknown_table",
+            format!("unknown table \"{}\"", op.table),
+        ));
     };
     if op.row_id.is_empty() || op.row_id.len() > ROW_ID_BYTES_MAX {
         return Err(Rejection::new(
@@ -40,7 +46,10 @@ pub fn validate_op(schema: &Schema, mut op: Op) -> Result<Op, Rejection> {
     let mut seen = std::collections::HashSet::new();
     for f in &mut op.fields {
         if f.column == ID_COLUMN {
-            return Err(Rejection::new("invalid_op", "the primary key cannot be set as a field"));
+            return Err(Rejection::new(
+                "invalid_op",
+                "the primary key cannot be set as a field",
+            ));
         }
         let Some(col) = table.column(&f.column) else {
             return Err(Rejection::new(
@@ -49,11 +58,17 @@ pub fn validate_op(schema: &Schema, mut op: Op) -> Result<Op, Rejection> {
             ));
         };
         if !seen.insert(f.column.clone()) {
-            return Err(Rejection::new("invalid_op", format!("column \"{}\" set twice", f.column)));
+            return Err(Rejection::new(
+                "invalid_op",
+                format!("column \"{}\" set twice", f.column),
+            ));
         }
         let value = std::mem::replace(&mut f.value, burrow_core::Value::Null);
         f.value = value.conform(col.ty).map_err(|e| {
-            Rejection::new("wrong_type", format!("column \"{}.{}\": {e}", op.table, f.column))
+            Rejection::new(
+                "wrong_type",
+                format!("column \"{}.{}\": {e}", op.table, f.column),
+            )
         })?;
     }
     Ok(op)
@@ -78,7 +93,10 @@ mod tests {
             kind: OpKind::Update,
             fields: fields
                 .into_iter()
-                .map(|(c, value)| FieldValue { column: c.into(), value })
+                .map(|(c, value)| FieldValue {
+                    column: c.into(),
+                    value,
+                })
                 .collect(),
             hlc: Hlc(1),
             base_seq: 0,
@@ -88,13 +106,20 @@ mod tests {
     #[test]
     fn refuses_unknown_tables_columns_and_wrong_types() {
         let s = schema();
-        assert_eq!(validate_op(&s, op("x", vec![])).unwrap_err().code, "unknown_table");
         assert_eq!(
-            validate_op(&s, op("t", vec![("zz", Value::Null)])).unwrap_err().code,
+            validate_op(&s, op("x", vec![])).unwrap_err().code,
+            "unknown_table"
+        );
+        assert_eq!(
+            validate_op(&s, op("t", vec![("zz", Value::Null)]))
+                .unwrap_err()
+                .code,
             "unknown_column"
         );
         assert_eq!(
-            validate_op(&s, op("t", vec![("n", Value::Text("x".into()))])).unwrap_err().code,
+            validate_op(&s, op("t", vec![("n", Value::Text("x".into()))]))
+                .unwrap_err()
+                .code,
             "wrong_type"
         );
         assert!(validate_op(&s, op("t", vec![("n", Value::Integer(3))])).is_ok());

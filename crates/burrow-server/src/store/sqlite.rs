@@ -126,8 +126,9 @@ impl SqliteServerStore {
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let conn = lock(&self.reader);
         let ops: i64 = conn.query_row("SELECT count(*) FROM ops", [], |r| r.get(0))?;
-        let rows: i64 =
-            conn.query_row("SELECT count(*) FROM rows WHERE deleted = 0", [], |r| r.get(0))?;
+        let rows: i64 = conn.query_row("SELECT count(*) FROM rows WHERE deleted = 0", [], |r| {
+            r.get(0)
+        })?;
         Ok((ops as u64, rows as u64))
     }
 }
@@ -139,11 +140,17 @@ fn read_row(
 ) -> Result<Option<ServerRow>, StoreError> {
     let raw: Option<(bool, i64, i64, Vec<u8>)> = tx
         .prepare_cached("SELECT deleted, seq, hlc, fields FROM rows WHERE tbl = ?1 AND id = ?2")?
-        .query_row(params![table, row_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row(params![table, row_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
         .optional()?;
     raw.map(|(deleted, seq, hlc, fields)| {
         server_row_from_parts(deleted, seq as u64, hlc as u64, &fields).map_err(|source| {
-            StoreError::Corrupt { table: table.into(), row_id: row_id.into(), source }
+            StoreError::Corrupt {
+                table: table.into(),
+                row_id: row_id.into(),
+                source,
+            }
         })
     })
     .transpose()
@@ -164,7 +171,9 @@ fn node_for(
         .optional()?;
     match found {
         Some((node, owner)) if owner == user_id => Ok(node),
-        Some(_) => Err(StoreError::ClientBound { client_id: client_id.to_string() }),
+        Some(_) => Err(StoreError::ClientBound {
+            client_id: client_id.to_string(),
+        }),
         None => {
             tx.execute(
                 "INSERT INTO clients(client_id, user_id, replica, first_seen_ms) VALUES (?1, ?2, ?3, ?4)",
@@ -178,7 +187,11 @@ fn node_for(
 fn outcome_from_stored(outcome: i64, message: String, lost: String) -> OutcomeKind {
     if outcome == OUTCOME_CONFLICT {
         OutcomeKind::Conflict {
-            lost: lost.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+            lost: lost
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
             reason: message,
         }
     } else {
@@ -196,8 +209,10 @@ fn ingest_tx(
     now_ms: u64,
 ) -> Result<Vec<(u64, OutcomeKind)>, StoreError> {
     // A transaction with any invalid op is refused whole: it must apply all-or-nothing.
-    if let Some((bad_seq, bad)) =
-        ltx.ops.iter().find_map(|o| o.op.as_ref().err().map(|r| (o.client_seq, r)))
+    if let Some((bad_seq, bad)) = ltx
+        .ops
+        .iter()
+        .find_map(|o| o.op.as_ref().err().map(|r| (o.client_seq, r)))
     {
         return Ok(ltx
             .ops
@@ -207,7 +222,10 @@ fn ingest_tx(
                     Err(r) => (r.code.to_string(), r.message.clone()),
                     Ok(_) => (
                         "transaction_rejected".to_string(),
-                        format!("op {bad_seq} of the same transaction was rejected: {}", bad.message),
+                        format!(
+                            "op {bad_seq} of the same transaction was rejected: {}",
+                            bad.message
+                        ),
                     ),
                 };
                 (o.client_seq, OutcomeKind::Rejected { code, message })
@@ -274,7 +292,9 @@ fn ingest_tx(
         }
         let (code, message, lost) = match &applied.outcome {
             OutcomeKind::Applied => (OUTCOME_APPLIED, String::new(), String::new()),
-            OutcomeKind::Conflict { lost, reason } => (OUTCOME_CONFLICT, reason.clone(), lost.join(",")),
+            OutcomeKind::Conflict { lost, reason } => {
+                (OUTCOME_CONFLICT, reason.clone(), lost.join(","))
+            }
             OutcomeKind::Rejected { .. } => (OUTCOME_APPLIED, String::new(), String::new()),
         };
         tx.prepare_cached(
@@ -331,9 +351,9 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let node = node_for(&tx, &req.client_id, &req.user_id, req.now_ms)?;
     let replica = replica_tag(&req.client_id);
-    let mut head: u64 =
-        tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| r.get::<_, i64>(0))?
-            as u64;
+    let mut head: u64 = tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
     let mut outcomes = Vec::new();
     for ltx in &req.txs {
         // Any storage error aborts the whole request (the transaction rolls back on drop):
@@ -341,16 +361,22 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
         let mut o = ingest_tx(&tx, node, replica, ltx, &mut head, req.now_ms)?;
         outcomes.append(&mut o);
     }
-    tx.execute("UPDATE meta SET value = ?1 WHERE key = 'head_seq'", [head as i64])?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'head_seq'",
+        [head as i64],
+    )?;
     tx.commit()?;
-    Ok(IngestResult { outcomes, head_seq: head })
+    Ok(IngestResult {
+        outcomes,
+        head_seq: head,
+    })
 }
 
 fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreError> {
     let tx = conn.transaction()?;
-    let head =
-        tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| r.get::<_, i64>(0))?
-            as u64;
+    let head = tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
     let Cursor { since, after } = req.cursor;
     let mut changes = Vec::new();
     let mut bytes = 0usize;
@@ -385,8 +411,17 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
             changes.push(row.changes_since(&table, &id, since));
         }
     }
-    let cursor = if more { Cursor { since, after: last } } else { Cursor::at(head.max(last)) };
-    Ok(Page { changes, cursor, more, head_seq: head })
+    let cursor = if more {
+        Cursor { since, after: last }
+    } else {
+        Cursor::at(head.max(last))
+    };
+    Ok(Page {
+        changes,
+        cursor,
+        more,
+        head_seq: head,
+    })
 }
 
 impl ServerStore for SqliteServerStore {
@@ -400,9 +435,11 @@ impl ServerStore for SqliteServerStore {
 
     async fn head_seq(&self) -> Result<u64, StoreError> {
         Self::blocking(self.reader.clone(), |c| {
-            Ok(c.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| {
-                r.get::<_, i64>(0)
-            })? as u64)
+            Ok(
+                c.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| {
+                    r.get::<_, i64>(0)
+                })? as u64,
+            )
         })
         .await
     }
@@ -430,9 +467,12 @@ impl ServerStore for SqliteServerStore {
             let mut out = Vec::new();
             for row in rows {
                 let (table, row_id, column, loser, reason, seq, lc, wc) = row?;
-                let loser_value = value_from_bytes(&loser).map_err(|source| {
-                    StoreError::Corrupt { table: table.clone(), row_id: row_id.clone(), source }
-                })?;
+                let loser_value =
+                    value_from_bytes(&loser).map_err(|source| StoreError::Corrupt {
+                        table: table.clone(),
+                        row_id: row_id.clone(),
+                        source,
+                    })?;
                 out.push(ConflictLogEntry {
                     table,
                     row_id,

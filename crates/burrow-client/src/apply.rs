@@ -1,0 +1,307 @@
+//! Applying what the server sends: row changes into the shadow and the visible app tables
+//! (pending local ops stay visible on top: the rebase), op outcomes into the outbox, and the
+//! settling of acknowledged ops once the cursor covers their results.
+
+use crate::ddl::q;
+use crate::error::{Error, Result};
+use crate::sql_value::SqlParam;
+use burrow_core::resolve::{FieldVersion, ServerRow, StoredField};
+use burrow_core::{Hlc, RowChange, Schema, Table, Value};
+use burrow_proto::convert::{server_row_from_parts, stored_fields_to_bytes};
+use rusqlite::{OptionalExtension, Transaction, params};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Columns of a row that local ops still override.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Mask {
+    /// A local delete is pending: the row stays deleted locally.
+    pub all: bool,
+    /// Columns with pending local values.
+    pub columns: BTreeSet<String>,
+}
+
+impl Mask {
+    /// Whether nothing is masked.
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.columns.is_empty()
+    }
+}
+
+/// Columns set by an op's trigger JSON.
+pub fn data_columns(data: Option<&str>) -> Result<BTreeSet<String>> {
+    let Some(data) = data else {
+        return Ok(BTreeSet::new());
+    };
+    let v: serde_json::Map<String, serde_json::Value> = serde_json::from_str(data)
+        .map_err(|e| Error::Corrupt(format!("outbox data is not a JSON object: {e}")))?;
+    Ok(v.into_iter().map(|(k, _)| k).collect())
+}
+
+/// What the outbox (pending and acknowledged-but-unsettled ops) masks for one row.
+pub fn row_mask(tx: &Transaction<'_>, table: &str, row_id: &str) -> Result<Mask> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT kind, data FROM _burrow_outbox WHERE tbl = ?1 AND row_id = ?2 ORDER BY seq",
+    )?;
+    let mut rows = stmt.query(params![table, row_id])?;
+    let mut mask = Mask::default();
+    while let Some(r) = rows.next()? {
+        let kind: i64 = r.get(0)?;
+        let data: Option<String> = r.get(1)?;
+        if kind == burrow_core::OpKind::Delete.code() {
+            mask.all = true;
+        } else {
+            // A later insert after a pending delete brings the row back locally.
+            if kind == burrow_core::OpKind::Insert.code() {
+                mask.all = false;
+            }
+            mask.columns.extend(data_columns(data.as_deref())?);
+        }
+    }
+    Ok(mask)
+}
+
+/// Reads the shadow (last server-confirmed state) of a row.
+pub fn read_shadow(tx: &Transaction<'_>, table: &str, row_id: &str) -> Result<Option<ServerRow>> {
+    let raw: Option<(i64, Vec<u8>)> = tx
+        .prepare_cached("SELECT seq, fields FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2")?
+        .query_row(params![table, row_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    raw.map(|(seq, blob)| {
+        server_row_from_parts(false, seq as u64, 0, &blob)
+            .map_err(|e| Error::Corrupt(format!("shadow row {table}/{row_id}: {e}")))
+    })
+    .transpose()
+}
+
+fn write_shadow(tx: &Transaction<'_>, table: &str, row_id: &str, row: &ServerRow) -> Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO _burrow_shadow(tbl, id, seq, fields) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(tbl, id) DO UPDATE SET seq = excluded.seq, fields = excluded.fields",
+    )?
+    .execute(params![
+        table,
+        row_id,
+        row.seq as i64,
+        stored_fields_to_bytes(row)
+    ])?;
+    Ok(())
+}
+
+fn delete_visible(tx: &Transaction<'_>, table: &Table, row_id: &str) -> Result<()> {
+    tx.prepare_cached(&format!("DELETE FROM {} WHERE \"id\" = ?1", q(&table.name)))?
+        .execute([row_id])?;
+    Ok(())
+}
+
+/// Sets `values` on the visible row; when the row does not exist and `insert` holds, inserts
+/// it with `insert` as its full set of values.
+fn upsert_visible(
+    tx: &Transaction<'_>,
+    table: &Table,
+    row_id: &str,
+    values: &[(&str, &Value)],
+    insert: Option<&[(&str, &Value)]>,
+) -> Result<()> {
+    let mut updated = 0;
+    if !values.is_empty() {
+        let sets: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| format!("{} = ?{}", q(c), i + 2))
+            .collect();
+        let sql = format!(
+            "UPDATE {} SET {} WHERE \"id\" = ?1",
+            q(&table.name),
+            sets.join(", ")
+        );
+        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&row_id];
+        let wrapped: Vec<SqlParam<'_>> = values.iter().map(|(_, v)| SqlParam(v)).collect();
+        params.extend(wrapped.iter().map(|p| p as &dyn rusqlite::ToSql));
+        updated = tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    }
+    if updated == 0 {
+        if let Some(all) = insert {
+            let cols: Vec<String> = std::iter::once("\"id\"".to_string())
+                .chain(all.iter().map(|(c, _)| q(c)))
+                .collect();
+            let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT OR IGNORE INTO {} ({}) VALUES ({})",
+                q(&table.name),
+                cols.join(", "),
+                marks.join(", ")
+            );
+            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&row_id];
+            let wrapped: Vec<SqlParam<'_>> = all.iter().map(|(_, v)| SqlParam(v)).collect();
+            params.extend(wrapped.iter().map(|p| p as &dyn rusqlite::ToSql));
+            tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the shadow's values into the visible row for the columns `only` (all when `None`),
+/// skipping masked columns. Used after migrations and when settling ops.
+pub fn write_visible(
+    tx: &Transaction<'_>,
+    table: &Table,
+    row_id: &str,
+    shadow: &ServerRow,
+    only: Option<&BTreeSet<String>>,
+) -> Result<()> {
+    let mask = row_mask(tx, &table.name, row_id)?;
+    if mask.all {
+        return Ok(());
+    }
+    let null = Value::Null;
+    let pick = |c: &&burrow_core::Column| !mask.columns.contains(&c.name);
+    let values: Vec<(&str, &Value)> = table
+        .columns
+        .iter()
+        .filter(pick)
+        .filter(|c| only.is_none_or(|o| o.contains(&c.name)))
+        .map(|c| {
+            (
+                c.name.as_str(),
+                shadow
+                    .fields
+                    .get(&c.name)
+                    .map(|f| &f.value)
+                    .unwrap_or(&null),
+            )
+        })
+        .collect();
+    let all: Vec<(&str, &Value)> = table
+        .columns
+        .iter()
+        .filter(pick)
+        .filter_map(|c| {
+            shadow
+                .fields
+                .get(&c.name)
+                .map(|f| (c.name.as_str(), &f.value))
+        })
+        .collect();
+    upsert_visible(tx, table, row_id, &values, Some(&all))
+}
+
+/// Applies one downloaded row change: merges it into the shadow (a field only moves forward
+/// in sequence) and shows it in the app table except where local ops are pending.
+pub fn apply_change(
+    tx: &Transaction<'_>,
+    schema: &Schema,
+    change: &RowChange,
+    outbox_empty: bool,
+) -> Result<()> {
+    let table = schema.table(&change.table);
+    if change.deleted {
+        tx.prepare_cached("DELETE FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2")?
+            .execute(params![change.table, change.row_id])?;
+        if let Some(t) = table {
+            delete_visible(tx, t, &change.row_id)?;
+        }
+        return Ok(());
+    }
+    let mut row = read_shadow(tx, &change.table, &change.row_id)?.unwrap_or_default();
+    let mut changed: Vec<&str> = Vec::new();
+    for f in &change.fields {
+        let newer = row
+            .fields
+            .get(&f.column)
+            .is_none_or(|cur| f.seq > cur.version.seq);
+        if newer {
+            row.fields.insert(
+                f.column.clone(),
+                StoredField {
+                    value: f.value.clone(),
+                    version: FieldVersion {
+                        seq: f.seq,
+                        hlc: Hlc::ZERO,
+                        replica: 0,
+                    },
+                },
+            );
+            changed.push(&f.column);
+        }
+    }
+    row.seq = row.seq.max(change.seq);
+    write_shadow(tx, &change.table, &change.row_id, &row)?;
+    let Some(table) = table else { return Ok(()) };
+    let mask = if outbox_empty {
+        Mask::default()
+    } else {
+        row_mask(tx, &table.name, &change.row_id)?
+    };
+    if mask.all {
+        return Ok(());
+    }
+    let visible = |c: &str| table.column(c).is_some() && !mask.columns.contains(c);
+    let values: Vec<(&str, &Value)> = changed
+        .iter()
+        .filter(|c| visible(c))
+        .filter_map(|c| row.fields.get(*c).map(|f| (*c, &f.value)))
+        .collect();
+    let all: Vec<(&str, &Value)> = row
+        .fields
+        .iter()
+        .filter(|(c, _)| visible(c))
+        .map(|(c, f)| (c.as_str(), &f.value))
+        .collect();
+    upsert_visible(tx, table, &change.row_id, &values, Some(&all))
+}
+
+/// Restores the visible row to the server-confirmed state for `columns` (all when `None`)
+/// after the ops that overrode them left the outbox.
+pub fn restore_visible(
+    tx: &Transaction<'_>,
+    table: &Table,
+    row_id: &str,
+    columns: Option<&BTreeSet<String>>,
+) -> Result<()> {
+    match read_shadow(tx, &table.name, row_id)? {
+        Some(shadow) => write_visible(tx, table, row_id, &shadow, columns),
+        None => {
+            if row_mask(tx, &table.name, row_id)?.is_empty() {
+                delete_visible(tx, table, row_id)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Removes acknowledged ops whose results the cursor now covers, and shows the server's
+/// resolved values for the fields they had overridden. Returns how many ops settled.
+pub fn settle(tx: &Transaction<'_>, schema: &Schema, applied_through: u64) -> Result<u64> {
+    let mut touched: BTreeMap<(String, String), Option<BTreeSet<String>>> = BTreeMap::new();
+    let mut count = 0;
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT tbl, row_id, kind, data FROM _burrow_outbox
+             WHERE ack_seq IS NOT NULL AND ack_seq <= ?1",
+        )?;
+        let mut rows = stmt.query([applied_through as i64])?;
+        while let Some(r) = rows.next()? {
+            count += 1;
+            let key: (String, String) = (r.get(0)?, r.get(1)?);
+            let kind: i64 = r.get(2)?;
+            let data: Option<String> = r.get(3)?;
+            let entry = touched.entry(key).or_insert_with(|| Some(BTreeSet::new()));
+            if kind == burrow_core::OpKind::Delete.code() {
+                *entry = None;
+            } else if let Some(cols) = entry {
+                cols.extend(data_columns(data.as_deref())?);
+            }
+        }
+    }
+    if count == 0 {
+        return Ok(0);
+    }
+    tx.prepare_cached("DELETE FROM _burrow_outbox WHERE ack_seq IS NOT NULL AND ack_seq <= ?1")?
+        .execute([applied_through as i64])?;
+    for ((tname, row_id), cols) in touched {
+        if let Some(table) = schema.table(&tname) {
+            restore_visible(tx, table, &row_id, cols.as_ref())?;
+        }
+    }
+    Ok(count)
+}

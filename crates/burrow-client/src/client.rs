@@ -1,0 +1,676 @@
+//! The embeddable client: open a database, write with SQL (captured), query, sync, inspect.
+
+use crate::apply::{self, data_columns};
+use crate::error::{Error, Result};
+use crate::open;
+use crate::outbox::{self, UPLOAD_BYTES_MAX, UPLOAD_OPS_MAX};
+use crate::sql_value::sql_to_json;
+use crate::transport::Transport;
+use burrow_core::env::{Clock, SystemClock};
+use burrow_core::{Cursor, Schema};
+use burrow_proto::convert::{op_to_wire, row_change_from_wire};
+use burrow_proto::{PROTOCOL_VERSION, v1};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Default upper bound on one downloaded page (uncompressed).
+pub const PAGE_BYTES_MAX: u32 = 4 << 20;
+
+/// Tunables of a client; `Default` is right for apps.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Source of time for op timestamps; `None` uses SQLite's clock in the triggers.
+    pub clock: Option<Arc<dyn Clock>>,
+    /// Most ops per upload request.
+    pub upload_ops_max: usize,
+    /// Most bytes per upload request.
+    pub upload_bytes_max: usize,
+    /// Largest page the client asks for.
+    pub page_bytes_max: u32,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            clock: None,
+            upload_ops_max: UPLOAD_OPS_MAX,
+            upload_bytes_max: UPLOAD_BYTES_MAX,
+            page_bytes_max: PAGE_BYTES_MAX,
+        }
+    }
+}
+
+/// A Burrow client database. Cheap to share behind an `Arc`; all methods take `&self`.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use burrow_client::Client;
+/// use burrow_core::Schema;
+/// let dir = tempfile::tempdir()?;
+/// let schema = Schema::from_toml_str("version = 1\n[tables.notes.columns]\nbody = \"text\"\n")?;
+/// let client = Client::open(dir.path().join("app.db"), &schema)?;
+/// client.execute("INSERT INTO notes(id, body) VALUES ('n1', 'hello')")?;
+/// assert_eq!(client.status()?.pending_ops, 1);
+/// let rows = client.query_json("SELECT body FROM notes")?;
+/// assert_eq!(rows[0]["body"], "hello");
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Client {
+    conn: Mutex<Connection>,
+    schema: Schema,
+    client_id: String,
+    path: PathBuf,
+    options: ClientOptions,
+}
+
+/// What one call to [`Client::execute`] captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExecReport {
+    /// Rows changed by the statements (SQLite's total_changes delta).
+    pub rows_changed: u64,
+    /// Ops captured into the outbox.
+    pub ops_captured: u64,
+}
+
+/// What one [`Client::sync`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SyncReport {
+    /// Requests sent.
+    pub requests: u64,
+    /// Ops uploaded (including re-sends).
+    pub ops_sent: u64,
+    /// Ops the server applied (possibly after resolving a conflict).
+    pub ops_acked: u64,
+    /// Ops the server refused; now in the rejected list.
+    pub ops_rejected: u64,
+    /// Ops whose fields lost a conflict (some or all).
+    pub conflicts: u64,
+    /// Row changes received.
+    pub changes_received: u64,
+    /// Ops settled (removed from the outbox).
+    pub ops_settled: u64,
+    /// Request bytes on the wire.
+    pub bytes_up: u64,
+    /// Response bytes on the wire.
+    pub bytes_down: u64,
+    /// The cursor after the sync.
+    pub cursor: u64,
+}
+
+/// An op the server refused, kept for the app to inspect.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RejectedOp {
+    /// The op's client sequence.
+    pub client_seq: u64,
+    /// Table.
+    pub table: String,
+    /// Row id.
+    pub row_id: String,
+    /// `insert`, `update` or `delete`.
+    pub kind: String,
+    /// The values the op carried (JSON object), if any.
+    pub data: Option<serde_json::Value>,
+    /// Stable reason code.
+    pub code: String,
+    /// Reason in words.
+    pub message: String,
+}
+
+/// A local record of an op that lost (some of) its fields to a concurrent change.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LocalConflict {
+    /// The op's client sequence.
+    pub client_seq: u64,
+    /// Table.
+    pub table: String,
+    /// Row id.
+    pub row_id: String,
+    /// Columns that lost.
+    pub lost_columns: Vec<String>,
+    /// The server's explanation.
+    pub message: String,
+    /// The op's values (JSON object).
+    pub data: Option<serde_json::Value>,
+}
+
+/// A snapshot of the client's sync state, for a status screen.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// This device's stable id.
+    pub client_id: String,
+    /// Ops in the outbox (not yet acknowledged, or acknowledged but not yet settled).
+    pub pending_ops: u64,
+    /// Pending ops per lane: `critical`, `normal`, `bulk`.
+    pub pending_by_lane: std::collections::BTreeMap<String, u64>,
+    /// Every server change up to this sequence is applied locally.
+    pub cursor: u64,
+    /// Time of the last complete sync (RFC 3339, UTC), if any.
+    pub last_sync_at: Option<String>,
+    /// Number of ops the server refused.
+    pub rejected_ops: u64,
+    /// The refused ops with their reasons.
+    pub rejected: Vec<RejectedOp>,
+    /// Number of local ops that lost a conflict.
+    pub conflicts: u64,
+    /// The last sync error, cleared by a successful sync.
+    pub last_error: Option<String>,
+    /// Schema version of the database.
+    pub schema_version: u32,
+}
+
+fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC (`2026-11-26T05:15:28.123Z`).
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+fn kind_name(kind: i64) -> String {
+    match burrow_core::OpKind::from_code(kind) {
+        Some(burrow_core::OpKind::Insert) => "insert",
+        Some(burrow_core::OpKind::Update) => "update",
+        Some(burrow_core::OpKind::Delete) => "delete",
+        None => "unknown",
+    }
+    .to_string()
+}
+
+impl Client {
+    /// Opens (creating or migrating) the database at `path` for `schema`.
+    pub fn open(path: impl AsRef<Path>, schema: &Schema) -> Result<Client> {
+        Client::open_with(path, schema, None, ClientOptions::default())
+    }
+
+    /// Opens with explicit options; `schema_text` is stored for later opens without a schema
+    /// (defaults to a canonical rendering when `None`).
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        schema: &Schema,
+        schema_text: Option<&str>,
+        options: ClientOptions,
+    ) -> Result<Client> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = open::connect(&path)?;
+        let text = match schema_text {
+            Some(t) => t.to_string(),
+            None => crate::schema_text::render(schema),
+        };
+        let client_id = open::install(&mut conn, schema, &text, &uuid::Uuid::now_v7().to_string())?;
+        Ok(Client {
+            conn: Mutex::new(conn),
+            schema: schema.clone(),
+            client_id,
+            path,
+            options,
+        })
+    }
+
+    /// Opens an existing Burrow database with the schema stored in it.
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Client> {
+        let path = path.as_ref().to_path_buf();
+        if !path.exists() {
+            return Err(Error::NotInitialized(path.display().to_string()));
+        }
+        let conn = open::connect(&path)?;
+        let Some((text, client_id)) = open::stored_state(&conn)? else {
+            return Err(Error::NotInitialized(path.display().to_string()));
+        };
+        let schema = Schema::from_toml_str(&text)?;
+        Ok(Client {
+            conn: Mutex::new(conn),
+            schema,
+            client_id,
+            path,
+            options: ClientOptions::default(),
+        })
+    }
+
+    /// This device's stable id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The schema the database is at.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Replaces the options (e.g. to inject a clock after opening).
+    pub fn set_options(&mut self, options: ClientOptions) {
+        self.options = options;
+    }
+
+    /// Runs `f` in one write transaction whose changes to synced tables are captured as one
+    /// local transaction (applied all-or-nothing on the server).
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<(T, ExecReport)> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let clock_ms = self.options.clock.as_ref().map(|c| c.now_ms() as i64);
+        tx.execute(
+            "UPDATE _burrow_local SET tx = tx + 1, clock_ms = ?1 WHERE id = 1",
+            [clock_ms],
+        )?;
+        let my_tx: i64 = tx.query_row("SELECT tx FROM _burrow_local WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
+        let before = tx.total_changes();
+        let out = f(&tx)?;
+        let rows_changed = tx.total_changes().saturating_sub(before);
+        let ops_captured: i64 = tx.query_row(
+            "SELECT count(*) FROM _burrow_outbox WHERE tx = ?1",
+            [my_tx],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "UPDATE _burrow_local SET tx = tx + 1, clock_ms = NULL WHERE id = 1",
+            [],
+        )?;
+        tx.commit()?;
+        Ok((
+            out,
+            ExecReport {
+                rows_changed,
+                ops_captured: ops_captured as u64,
+            },
+        ))
+    }
+
+    /// Executes one or more `;`-separated statements in one local transaction.
+    pub fn execute(&self, sql: &str) -> Result<ExecReport> {
+        Ok(self.write(|tx| tx.execute_batch(sql))?.1)
+    }
+
+    /// Runs a query and returns its rows as JSON objects (blobs as hex).
+    pub fn query_json(&self, sql: &str) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
+        let conn = lock(&self.conn);
+        let mut stmt = conn.prepare(sql)?;
+        let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
+        let mut rows = stmt.query([])?;
+        let mut out = Vec::new();
+        while let Some(r) = rows.next()? {
+            let mut obj = serde_json::Map::new();
+            for (i, n) in names.iter().enumerate() {
+                obj.insert(n.clone(), sql_to_json(r.get_ref(i)?));
+            }
+            out.push(obj);
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` with the connection for reads (do not write through it: use
+    /// [`Client::write`] so the write is grouped into one local transaction).
+    pub fn with_connection<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        f(&lock(&self.conn))
+    }
+
+    /// The current cursor.
+    pub fn cursor(&self) -> Result<Cursor> {
+        let conn = lock(&self.conn);
+        let (since, after): (i64, i64) = conn.query_row(
+            "SELECT cursor_since, cursor_after FROM _burrow_local WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(Cursor {
+            since: since as u64,
+            after: after as u64,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        match &self.options.clock {
+            Some(c) => c.now_ms(),
+            None => SystemClock.now_ms(),
+        }
+    }
+
+    /// Uploads every pending op and downloads to the server's head, committing progress as it
+    /// goes. On error, what was done stays done and the rest is retried next time.
+    pub async fn sync<T: Transport>(&self, transport: &T) -> Result<SyncReport> {
+        let result = self.sync_inner(transport).await;
+        let conn = lock(&self.conn);
+        match &result {
+            Ok(_) => conn.execute(
+                "UPDATE _burrow_local SET last_sync_at_ms = ?1, last_error = NULL WHERE id = 1",
+                [self.now_ms() as i64],
+            )?,
+            Err(e) => conn.execute(
+                "UPDATE _burrow_local SET last_error = ?1 WHERE id = 1",
+                [e.to_string()],
+            )?,
+        };
+        result
+    }
+
+    async fn sync_inner<T: Transport>(&self, transport: &T) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        loop {
+            let (batch, cursor) = {
+                let mut conn = lock(&self.conn);
+                let batch = outbox::read_batch(
+                    &mut conn,
+                    &self.schema,
+                    self.options.upload_ops_max,
+                    self.options.upload_bytes_max,
+                )?;
+                if !batch.undecodable.is_empty() {
+                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                    for (seq, code, reason) in &batch.undecodable {
+                        self.reject_locally(&tx, *seq, code, reason)?;
+                        report.ops_rejected += 1;
+                    }
+                    tx.commit()?;
+                }
+                drop(conn);
+                (batch, self.cursor()?)
+            };
+            let req = v1::SyncRequest {
+                protocol_version: PROTOCOL_VERSION,
+                schema_version: self.schema.version,
+                client_id: self.client_id.clone(),
+                device_time_ms: self.now_ms(),
+                upload: batch
+                    .txs
+                    .iter()
+                    .map(|(tx, ops)| v1::LocalTx {
+                        tx_id: *tx,
+                        ops: ops.iter().map(op_to_wire).collect(),
+                    })
+                    .collect(),
+                cursor: Some(v1::Cursor {
+                    since: cursor.since,
+                    after: cursor.after,
+                }),
+                page_bytes_max: self.options.page_bytes_max,
+                download: true,
+            };
+            let (resp, traffic) = transport.sync(req).await?;
+            report.requests += 1;
+            report.ops_sent += batch.op_count as u64;
+            report.bytes_up += traffic.bytes_up;
+            report.bytes_down += traffic.bytes_down;
+            let more = resp.more;
+            let answered = self.apply_response(resp, &mut report)?;
+            if batch.op_count > 0 && answered == 0 {
+                return Err(Error::Protocol(
+                    "the server answered none of the uploaded ops".into(),
+                ));
+            }
+            if batch.is_empty() && !more {
+                break;
+            }
+        }
+        report.cursor = self.cursor()?.since;
+        Ok(report)
+    }
+
+    fn reject_locally(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        seq: u64,
+        code: &str,
+        message: &str,
+    ) -> Result<()> {
+        if let Some((tbl, row_id, data, kind)) =
+            outbox::reject(tx, seq, code, message, self.now_ms())?
+        {
+            if let Some(table) = self.schema.table(&tbl) {
+                let cols = if kind == burrow_core::OpKind::Delete.code() {
+                    None
+                } else {
+                    Some(data_columns(data.as_deref())?)
+                };
+                apply::restore_visible(tx, table, &row_id, cols.as_ref())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one response in one local transaction: outcomes, the changes page, the cursor,
+    /// and settling. Returns how many uploaded ops got an outcome.
+    fn apply_response(&self, resp: v1::SyncResponse, report: &mut SyncReport) -> Result<u64> {
+        let mut conn = lock(&self.conn);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("UPDATE _burrow_local SET applying = 1 WHERE id = 1", [])?;
+        let mut answered = 0;
+        for o in &resp.outcomes {
+            answered += 1;
+            match v1::OutcomeKind::try_from(o.kind) {
+                Ok(v1::OutcomeKind::Applied) => {
+                    if outbox::acknowledge(&tx, o.client_seq, resp.ack_seq)? {
+                        report.ops_acked += 1;
+                    }
+                }
+                Ok(v1::OutcomeKind::Conflict) => {
+                    if outbox::acknowledge(&tx, o.client_seq, resp.ack_seq)? {
+                        report.ops_acked += 1;
+                        if !o.lost_columns.is_empty() {
+                            report.conflicts += 1;
+                            tx.execute(
+                                "INSERT INTO _burrow_conflicts(client_seq, tbl, row_id, lost_columns, message, data, at_ms)
+                                 SELECT seq, tbl, row_id, ?2, ?3, data, ?4 FROM _burrow_outbox WHERE seq = ?1",
+                                params![o.client_seq as i64, o.lost_columns.join(","), o.message, self.now_ms() as i64],
+                            )?;
+                        }
+                    }
+                }
+                Ok(v1::OutcomeKind::Rejected) => {
+                    self.reject_locally(&tx, o.client_seq, &o.code, &o.message)?;
+                    report.ops_rejected += 1;
+                }
+                _ => {
+                    return Err(Error::Protocol(format!(
+                        "unknown outcome kind {} for op {}",
+                        o.kind, o.client_seq
+                    )));
+                }
+            }
+        }
+        let outbox_empty: bool =
+            !tx.query_row("SELECT EXISTS(SELECT 1 FROM _burrow_outbox)", [], |r| {
+                r.get(0)
+            })?;
+        let mut max_hlc = 0u64;
+        for change in resp.changes {
+            let change = row_change_from_wire(change);
+            max_hlc = max_hlc.max(change.hlc.0);
+            apply::apply_change(&tx, &self.schema, &change, outbox_empty)?;
+            report.changes_received += 1;
+        }
+        if let Some(c) = resp.cursor {
+            if c.after < c.since {
+                return Err(Error::Protocol(format!("cursor {c:?} goes backwards")));
+            }
+            let old: (i64,) = tx.query_row(
+                "SELECT cursor_since FROM _burrow_local WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?,)),
+            )?;
+            if (c.since as i64) < old.0 {
+                return Err(Error::Protocol(format!(
+                    "server cursor {} is behind the local cursor {}",
+                    c.since, old.0
+                )));
+            }
+            tx.execute(
+                "UPDATE _burrow_local SET cursor_since = ?1, cursor_after = ?2, hlc = max(hlc, ?3) WHERE id = 1",
+                params![c.since as i64, c.after as i64, max_hlc as i64],
+            )?;
+            if c.after == c.since {
+                report.ops_settled += apply::settle(&tx, &self.schema, c.since)?;
+            }
+        }
+        tx.execute("UPDATE _burrow_local SET applying = 0 WHERE id = 1", [])?;
+        tx.commit()?;
+        Ok(answered)
+    }
+
+    /// A status snapshot.
+    pub fn status(&self) -> Result<Status> {
+        let conn = lock(&self.conn);
+        let (since, last_sync, last_error, schema_version): (i64, Option<i64>, Option<String>, u32) =
+            conn.query_row(
+                "SELECT cursor_since, last_sync_at_ms, last_error, schema_version FROM _burrow_local WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+        let mut pending_by_lane = std::collections::BTreeMap::new();
+        let mut pending = 0u64;
+        {
+            let mut stmt =
+                conn.prepare("SELECT lane, count(*) FROM _burrow_outbox GROUP BY lane")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let n = r.get::<_, i64>(1)? as u64;
+                pending += n;
+                pending_by_lane.insert(
+                    burrow_core::Priority::from_i64(r.get(0)?)
+                        .as_str()
+                        .to_string(),
+                    n,
+                );
+            }
+        }
+        let rejected = Self::rejected_ops_on(&conn)?;
+        let conflicts: i64 =
+            conn.query_row("SELECT count(*) FROM _burrow_conflicts", [], |r| r.get(0))?;
+        Ok(Status {
+            client_id: self.client_id.clone(),
+            pending_ops: pending,
+            pending_by_lane,
+            cursor: since as u64,
+            last_sync_at: last_sync.map(|ms| rfc3339_ms(ms as u64)),
+            rejected_ops: rejected.len() as u64,
+            rejected,
+            conflicts: conflicts as u64,
+            last_error,
+            schema_version,
+        })
+    }
+
+    fn rejected_ops_on(conn: &Connection) -> Result<Vec<RejectedOp>> {
+        let mut stmt = conn.prepare(
+            "SELECT seq, tbl, row_id, kind, data, code, message FROM _burrow_rejected ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let data: Option<String> = r.get(4)?;
+            Ok(RejectedOp {
+                client_seq: r.get::<_, i64>(0)? as u64,
+                table: r.get(1)?,
+                row_id: r.get(2)?,
+                kind: kind_name(r.get(3)?),
+                data: data.and_then(|d| serde_json::from_str(&d).ok()),
+                code: r.get(5)?,
+                message: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The ops the server refused, oldest first.
+    pub fn rejected_ops(&self) -> Result<Vec<RejectedOp>> {
+        Self::rejected_ops_on(&lock(&self.conn))
+    }
+
+    /// Local ops that lost (some of) their fields to concurrent changes, oldest first.
+    pub fn conflicts(&self) -> Result<Vec<LocalConflict>> {
+        let conn = lock(&self.conn);
+        let mut stmt = conn.prepare(
+            "SELECT client_seq, tbl, row_id, lost_columns, message, data FROM _burrow_conflicts ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let lost: String = r.get(3)?;
+            let data: Option<String> = r.get(5)?;
+            Ok(LocalConflict {
+                client_seq: r.get::<_, i64>(0)? as u64,
+                table: r.get(1)?,
+                row_id: r.get(2)?,
+                lost_columns: lost
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                message: r.get(4)?,
+                data: data.and_then(|d| serde_json::from_str(&d).ok()),
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A hash of the visible synced tables (table, id and every column, in key order), equal
+    /// on two devices exactly when they hold the same data.
+    pub fn state_hash(&self) -> Result<String> {
+        let conn = lock(&self.conn);
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut feed = |bytes: &[u8]| {
+            for b in bytes {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        };
+        for t in self.schema.tables.values() {
+            feed(t.name.as_bytes());
+            let cols: Vec<String> = t.columns.iter().map(|c| crate::ddl::q(&c.name)).collect();
+            let sql = format!(
+                "SELECT \"id\", {} FROM {} ORDER BY \"id\"",
+                cols.join(", "),
+                crate::ddl::q(&t.name)
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                for i in 0..=cols.len() {
+                    feed(sql_to_json(r.get_ref(i)?).to_string().as_bytes());
+                    feed(&[0]);
+                }
+            }
+        }
+        Ok(format!("{h:016x}"))
+    }
+
+    /// The op (by client sequence) still in the outbox, if any; for tests and tools.
+    pub fn outbox_contains(&self, client_seq: u64) -> Result<bool> {
+        let conn = lock(&self.conn);
+        Ok(conn
+            .query_row(
+                "SELECT 1 FROM _burrow_outbox WHERE seq = ?1",
+                [client_seq as i64],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+}

@@ -1,0 +1,141 @@
+//! How sync requests reach the server: the [`Transport`] trait and its HTTP implementation.
+//! The simulator substitutes its own transport; the sync logic never opens sockets itself.
+
+use burrow_proto::{CONTENT_TYPE, decode_frame, encode_frame, v1};
+use std::future::Future;
+
+/// Why a request did not produce a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    /// The server could not be reached or the connection broke.
+    #[error("network error: {0}")]
+    Network(String),
+    /// The server refused the token (HTTP 401).
+    #[error("authentication failed ({code}): {message}")]
+    Unauthorized {
+        /// Stable error code from the server.
+        code: String,
+        /// Server's message.
+        message: String,
+    },
+    /// Any other error status from the server.
+    #[error("server answered {status} ({code}): {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// Stable error code from the server.
+        code: String,
+        /// Server's message.
+        message: String,
+    },
+    /// The response body could not be decoded.
+    #[error("undecodable response: {0}")]
+    Decode(String),
+}
+
+impl TransportError {
+    /// Whether the same request may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            TransportError::Network(_) | TransportError::Decode(_) => true,
+            TransportError::Status { status, .. } => *status >= 500 || *status == 429,
+            TransportError::Unauthorized { .. } => false,
+        }
+    }
+}
+
+/// Carries one sync exchange to the server.
+pub trait Transport: Send + Sync {
+    /// Sends `req` and returns the server's response.
+    fn sync(
+        &self,
+        req: v1::SyncRequest,
+    ) -> impl Future<Output = Result<(v1::SyncResponse, TrafficStats), TransportError>> + Send;
+}
+
+/// Bytes moved by one exchange (compressed, as on the wire, excluding HTTP headers).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficStats {
+    /// Request body bytes.
+    pub bytes_up: u64,
+    /// Response body bytes.
+    pub bytes_down: u64,
+}
+
+/// Largest response the client accepts after decompression.
+pub const RESPONSE_DECODED_BYTES_MAX: usize = 256 << 20;
+
+/// `POST {base_url}/v1/sync` with a bearer token.
+#[derive(Debug, Clone)]
+pub struct HttpTransport {
+    http: reqwest::Client,
+    base_url: String,
+    token: String,
+}
+
+impl HttpTransport {
+    /// A transport to `base_url` (e.g. `http://127.0.0.1:4000`) authenticating with `token`.
+    pub fn new(base_url: &str, token: &str) -> Result<Self, TransportError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .timeout(std::time::Duration::from_secs(120))
+            .build()
+            .map_err(|e| TransportError::Network(e.to_string()))?;
+        Ok(HttpTransport {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        })
+    }
+}
+
+impl Transport for HttpTransport {
+    async fn sync(
+        &self,
+        req: v1::SyncRequest,
+    ) -> Result<(v1::SyncResponse, TrafficStats), TransportError> {
+        let body = encode_frame(&req).map_err(|e| TransportError::Decode(e.to_string()))?;
+        let bytes_up = body.len() as u64;
+        let resp = self
+            .http
+            .post(format!("{}/v1/sync", self.base_url))
+            .bearer_auth(&self.token)
+            .header("content-type", CONTENT_TYPE)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| TransportError::Network(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| TransportError::Network(e.to_string()))?;
+        if !status.is_success() {
+            let parsed: serde_json::Value =
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+            let code = parsed["code"].as_str().unwrap_or("http_error").to_string();
+            let message = parsed["message"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            return Err(if status.as_u16() == 401 {
+                TransportError::Unauthorized { code, message }
+            } else {
+                TransportError::Status {
+                    status: status.as_u16(),
+                    code,
+                    message,
+                }
+            });
+        }
+        let decoded = decode_frame(&bytes, RESPONSE_DECODED_BYTES_MAX)
+            .map_err(|e| TransportError::Decode(e.to_string()))?;
+        Ok((
+            decoded,
+            TrafficStats {
+                bytes_up,
+                bytes_down: bytes.len() as u64,
+            },
+        ))
+    }
+}

@@ -1,0 +1,149 @@
+use crate::harness::*;
+
+#[tokio::test]
+async fn a_write_through_a_plain_sqlite_connection_is_captured_and_synced() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    {
+        // The app's own connection: no Burrow functions registered, its own transaction.
+        let mut plain = rusqlite::Connection::open(env.db("a")).unwrap();
+        plain
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .unwrap();
+        let tx = plain.transaction().unwrap();
+        tx.execute("INSERT INTO routes(id, driver_id) VALUES ('r9', 'bob')", [])
+            .unwrap();
+        tx.execute("UPDATE routes SET day = 'mon' WHERE id = 'r9'", [])
+            .unwrap();
+        tx.commit().unwrap();
+        // A rolled-back write leaves no op behind.
+        let tx = plain.transaction().unwrap();
+        tx.execute("INSERT INTO routes(id, driver_id) VALUES ('gone', 'x')", [])
+            .unwrap();
+        tx.rollback().unwrap();
+    }
+    assert_eq!(a.status().unwrap().pending_ops, 2);
+    env.sync(&a).await;
+    let b = env.client("b");
+    env.sync(&b).await;
+    assert_eq!(
+        rows(&b, "SELECT id, driver_id, day FROM routes"),
+        vec![serde_json::json!({"id": "r9", "driver_id": "bob", "day": "mon"})]
+    );
+}
+
+#[tokio::test]
+async fn python_sqlite3_writes_are_captured_when_python_is_present() {
+    // The brief's ORM case: another SQLite library (Python's) writes the file.
+    let Ok(out) = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("python3 not installed; the rusqlite plain-connection test covers capture");
+        return;
+    };
+    assert!(out.status.success());
+    let env = Env::start().await;
+    let a = env.client("a");
+    let script = format!(
+        "import sqlite3\nc = sqlite3.connect({:?}, timeout=10)\nc.execute(\"INSERT INTO shipments(status, pieces) VALUES ('py', 7)\")\nc.commit()\n",
+        env.db("a").display().to_string()
+    );
+    let run = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(a.status().unwrap().pending_ops, 1);
+    env.sync(&a).await;
+    let b = env.client("b");
+    env.sync(&b).await;
+    assert_eq!(
+        rows(&b, "SELECT status, pieces FROM shipments"),
+        vec![serde_json::json!({"status": "py", "pieces": 7})]
+    );
+}
+
+#[tokio::test]
+async fn updates_capture_only_changed_fields_and_no_op_updates_nothing() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.execute("INSERT INTO shipments(id, status, pieces) VALUES ('s1', 'new', 1)")
+        .unwrap();
+    let r = a.execute("UPDATE shipments SET status = 'new'").unwrap();
+    assert_eq!(
+        r.ops_captured, 0,
+        "an update that changes nothing is not an op"
+    );
+    let r = a.execute("UPDATE shipments SET pieces = 2").unwrap();
+    assert_eq!(r.ops_captured, 1);
+    let data = a
+        .with_connection(|c| {
+            Ok(c.query_row(
+                "SELECT data FROM _burrow_outbox ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get::<_, String>(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(data, "{\"pieces\":2}");
+}
+
+#[tokio::test]
+async fn wrong_types_and_id_changes_are_refused_locally() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    assert!(
+        a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 'many')")
+            .is_err()
+    );
+    assert!(
+        a.execute("INSERT INTO shipments(id, meta) VALUES ('s1', '{not json')")
+            .is_err()
+    );
+    assert!(
+        a.execute("INSERT INTO shipments(id, fragile) VALUES ('s1', 2)")
+            .is_err()
+    );
+    a.execute("INSERT INTO shipments(id) VALUES ('s1')")
+        .unwrap();
+    let e = a.execute("UPDATE shipments SET id = 's2'").unwrap_err();
+    assert!(e.to_string().contains("cannot change"), "{e}");
+    assert_eq!(
+        a.status().unwrap().pending_ops,
+        1,
+        "failed statements captured nothing"
+    );
+}
+
+#[tokio::test]
+async fn two_processes_writing_the_same_file_do_not_fail_with_locked() {
+    let env = Env::start().await;
+    let path = env.db("shared");
+    drop(env.client("shared"));
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let path = path.clone();
+        handles.push(std::thread::spawn(move || {
+            let c = burrow_client::Client::open(&path, &schema()).unwrap();
+            for i in 0..50 {
+                c.execute(&format!(
+                    "INSERT INTO routes(id, driver_id) VALUES ('w{w}-{i}', 'd')"
+                ))
+                .unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.join().unwrap();
+    }
+    let c = burrow_client::Client::open_existing(&path).unwrap();
+    assert_eq!(c.status().unwrap().pending_ops, 200);
+    env.sync(&c).await;
+    assert_eq!(c.status().unwrap().pending_ops, 0);
+}

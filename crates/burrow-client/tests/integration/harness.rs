@@ -1,0 +1,112 @@
+use burrow_client::{Client, HttpTransport, TrafficStats, Transport, TransportError};
+use burrow_core::Schema;
+use burrow_proto::v1;
+use burrow_server::{RunningServer, ServerConfig};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const SCHEMA: &str = r#"
+version = 1
+[tables.routes]
+priority = "normal"
+[tables.routes.columns]
+id = "text"
+driver_id = "text"
+day = "text"
+[tables.shipments]
+priority = "critical"
+[tables.shipments.columns]
+id = "text"
+route_id = { type = "text", references = "routes" }
+status = { type = "text", policy = "lww" }
+address = "text"
+weight_kg = "real"
+photo = "blob"
+meta = "json"
+fragile = "bool"
+pieces = "integer"
+"#;
+
+pub fn schema() -> Schema {
+    Schema::from_toml_str(SCHEMA).unwrap()
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub server: RunningServer,
+    pub secret: Vec<u8>,
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Env::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path().join("server"), schema());
+        config.secret = Some(b"test-secret".to_vec());
+        tweak(&mut config);
+        let secret = config.secret.clone().unwrap();
+        let server = burrow_server::spawn(config, "127.0.0.1:0").await.unwrap();
+        Env {
+            dir,
+            server,
+            secret,
+        }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        burrow_server::auth::mint(&self.secret, user, BTreeMap::new(), now, 3600).unwrap()
+    }
+
+    pub fn db(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.db"))
+    }
+
+    pub fn client(&self, name: &str) -> Client {
+        Client::open(self.db(name), &schema()).unwrap()
+    }
+
+    pub fn transport(&self, user: &str) -> HttpTransport {
+        HttpTransport::new(&self.server.url(), &self.token(user)).unwrap()
+    }
+
+    pub async fn sync(&self, c: &Client) -> burrow_client::SyncReport {
+        c.sync(&self.transport("ann")).await.unwrap()
+    }
+}
+
+pub fn rows(c: &Client, sql: &str) -> Vec<serde_json::Value> {
+    c.query_json(sql)
+        .unwrap()
+        .into_iter()
+        .map(serde_json::Value::Object)
+        .collect()
+}
+
+/// Forwards to HTTP, but throws away the first `drop_responses` responses after the server
+/// has processed them (a response lost on the way back).
+pub struct LossyTransport {
+    pub inner: HttpTransport,
+    pub drop_responses: AtomicUsize,
+}
+
+impl Transport for LossyTransport {
+    async fn sync(
+        &self,
+        req: v1::SyncRequest,
+    ) -> Result<(v1::SyncResponse, TrafficStats), TransportError> {
+        let out = self.inner.sync(req).await?;
+        if self.drop_responses.load(Ordering::SeqCst) > 0 {
+            self.drop_responses.fetch_sub(1, Ordering::SeqCst);
+            return Err(TransportError::Network("response lost".into()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests of the client against a real server over loopback HTTP, with real
+//! SQLite files.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod bad_input;
+mod capture;
+mod conflicts;
+mod harness;
+mod migration;
+mod sync;

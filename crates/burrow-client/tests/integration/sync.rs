@@ -1,0 +1,224 @@
+use crate::harness::*;
+use burrow_server::ServerStore;
+use std::sync::atomic::AtomicUsize;
+
+#[tokio::test]
+async fn two_devices_round_trip_every_type() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    let b = env.client("b");
+    a.execute(
+        "INSERT INTO routes(id, driver_id, day) VALUES ('r1', 'ann', '2026-11-26');
+         INSERT INTO shipments(id, route_id, status, address, weight_kg, photo, meta, fragile, pieces)
+         VALUES ('s1', 'r1', 'loaded', 'Main St 1', 12.5, x'00ff10', '{\"k\":[1,2]}', 1, 3);",
+    )
+    .unwrap();
+    assert_eq!(a.status().unwrap().pending_ops, 2);
+    let ra = env.sync(&a).await;
+    assert_eq!(ra.ops_acked, 2);
+    assert_eq!(
+        a.status().unwrap().pending_ops,
+        0,
+        "acked ops leave the outbox"
+    );
+    env.sync(&b).await;
+    let got = rows(&b, "SELECT * FROM shipments");
+    assert_eq!(
+        got,
+        vec![serde_json::json!({
+            "id": "s1", "route_id": "r1", "status": "loaded", "address": "Main St 1",
+            "weight_kg": 12.5, "photo": "00ff10", "meta": "{\"k\":[1,2]}", "fragile": 1, "pieces": 3
+        })]
+    );
+    assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
+    // An update and a delete travel too.
+    b.execute("UPDATE shipments SET status = 'delivered', photo = NULL; DELETE FROM routes;")
+        .unwrap();
+    env.sync(&b).await;
+    env.sync(&a).await;
+    assert_eq!(
+        rows(&a, "SELECT status, photo FROM shipments"),
+        vec![serde_json::json!({"status": "delivered", "photo": null})]
+    );
+    assert!(rows(&a, "SELECT * FROM routes").is_empty());
+    assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
+    assert!(a.status().unwrap().last_sync_at.is_some());
+}
+
+#[tokio::test]
+async fn ids_are_generated_when_the_app_omits_them() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.execute(
+        "INSERT INTO routes(driver_id) VALUES ('x'); INSERT INTO routes(driver_id) VALUES ('y');",
+    )
+    .unwrap();
+    let ids = rows(&a, "SELECT id FROM routes ORDER BY rowid");
+    let (i0, i1) = (
+        ids[0]["id"].as_str().unwrap(),
+        ids[1]["id"].as_str().unwrap(),
+    );
+    assert_eq!(i0.len(), 36);
+    assert_eq!(&i0[14..15], "7", "UUIDv7 layout: {i0}");
+    assert_ne!(i0, i1);
+    assert!(i0[..13] <= i1[..13], "time-ordered prefix");
+    let b = env.client("b");
+    env.sync(&a).await;
+    env.sync(&b).await;
+    assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
+}
+
+#[tokio::test]
+async fn pending_local_edit_stays_visible_after_a_download() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    let b = env.client("b");
+    a.execute("INSERT INTO shipments(id, status, address) VALUES ('s1', 'new', 'A')")
+        .unwrap();
+    env.sync(&a).await;
+    env.sync(&b).await;
+    // b edits offline; a changes the same and another field; b downloads only.
+    b.execute("UPDATE shipments SET status = 'b-local'")
+        .unwrap();
+    a.execute("UPDATE shipments SET status = 'a-remote', address = 'B'")
+        .unwrap();
+    env.sync(&a).await;
+    // The upload is held back (no outcome), the download still applies.
+    let held = b.sync(&UploadNothing(env.transport("ann"))).await;
+    assert!(held.is_err(), "no outcome for the held upload");
+    assert_eq!(b.status().unwrap().pending_ops, 1);
+    assert_eq!(
+        rows(&b, "SELECT status, address FROM shipments"),
+        vec![serde_json::json!({"status": "b-local", "address": "B"})],
+        "the unsynced local value stays, the remote field arrives"
+    );
+}
+
+/// A transport that strips uploads, to model a download that happens while uploads wait.
+struct UploadNothing(burrow_client::HttpTransport);
+
+impl burrow_client::Transport for UploadNothing {
+    async fn sync(
+        &self,
+        mut req: burrow_proto::v1::SyncRequest,
+    ) -> Result<
+        (burrow_proto::v1::SyncResponse, burrow_client::TrafficStats),
+        burrow_client::TransportError,
+    > {
+        req.upload.clear();
+        self.0.sync(req).await
+    }
+}
+
+#[tokio::test]
+async fn a_batch_resent_after_a_lost_response_is_applied_once() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 1); INSERT INTO shipments(id, pieces) VALUES ('s2', 2);")
+        .unwrap();
+    let lossy = LossyTransport {
+        inner: env.transport("ann"),
+        drop_responses: AtomicUsize::new(1),
+    };
+    assert!(a.sync(&lossy).await.is_err(), "the response was lost");
+    assert_eq!(
+        a.status().unwrap().pending_ops,
+        2,
+        "not acked, so still queued"
+    );
+    assert!(
+        a.status()
+            .unwrap()
+            .last_error
+            .unwrap()
+            .contains("response lost")
+    );
+    let head_after_first = env.server.store().head_seq().await.unwrap();
+    let r = a.sync(&lossy).await.unwrap();
+    assert_eq!(r.ops_acked, 2);
+    assert_eq!(
+        env.server.store().head_seq().await.unwrap(),
+        head_after_first,
+        "no new changes"
+    );
+    for seq in [1, 2] {
+        assert_eq!(
+            env.server
+                .store()
+                .op_effect_count(a.client_id(), seq)
+                .unwrap(),
+            1
+        );
+    }
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+}
+
+#[tokio::test]
+async fn client_killed_between_server_commit_and_local_ack_loses_and_duplicates_nothing() {
+    let env = Env::start().await;
+    let path = env.db("a");
+    let id = {
+        let a = env.client("a");
+        a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 1)")
+            .unwrap();
+        let lossy = LossyTransport {
+            inner: env.transport("ann"),
+            drop_responses: AtomicUsize::new(1),
+        };
+        let _ = a.sync(&lossy).await;
+        a.client_id().to_string()
+        // The client is dropped here: the process "died" before applying the response.
+    };
+    let a = burrow_client::Client::open_existing(&path).unwrap();
+    assert_eq!(a.client_id(), id, "the client id is stable across restarts");
+    assert_eq!(a.status().unwrap().pending_ops, 1);
+    env.sync(&a).await;
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+    assert_eq!(env.server.store().op_effect_count(&id, 1).unwrap(), 1);
+    let (ops, live_rows) = env.server.store().counts().unwrap();
+    assert_eq!((ops, live_rows), (1, 1));
+    let b = env.client("b");
+    env.sync(&b).await;
+    assert_eq!(
+        rows(&b, "SELECT pieces FROM shipments"),
+        vec![serde_json::json!({"pieces": 1})]
+    );
+}
+
+#[tokio::test]
+async fn initial_sync_of_10000_rows_pages_and_converges() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.write(|tx| {
+        let mut stmt = tx.prepare(
+            "INSERT INTO shipments(id, route_id, status, address, weight_kg, pieces) VALUES (?1, 'r1', 'loaded', ?2, ?3, ?4)",
+        )?;
+        for i in 0..10_000 {
+            stmt.execute(rusqlite::params![format!("s{i:05}"), format!("Street {i}, 1000 City"), i as f64 / 10.0, i])?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    let up = env.sync(&a).await;
+    assert_eq!(up.ops_acked, 10_000);
+    assert!(up.requests >= 2, "uploads are bounded per request");
+    let mut opts = burrow_client::ClientOptions::default();
+    opts.page_bytes_max = 64 * 1024;
+    let b = burrow_client::Client::open_with(env.db("b"), &schema(), None, opts).unwrap();
+    let down = env.sync(&b).await;
+    assert_eq!(down.changes_received, 10_000);
+    assert!(
+        down.requests > 5,
+        "downloaded in several pages: {}",
+        down.requests
+    );
+    assert_eq!(
+        rows(&b, "SELECT count(*) AS n FROM shipments")[0]["n"],
+        10_000
+    );
+    assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
+    assert_eq!(
+        b.cursor().unwrap().since,
+        env.server.store().head_seq().await.unwrap()
+    );
+}
