@@ -119,8 +119,8 @@ fn upsert_visible(
         params.extend(wrapped.iter().map(|p| p as &dyn rusqlite::ToSql));
         updated = tx.prepare_cached(&sql)?.execute(params.as_slice())?;
     }
-    if updated == 0 {
-        if let Some(all) = insert {
+    if let (0, Some(all)) = (updated, insert) {
+        {
             let cols: Vec<String> = std::iter::once("\"id\"".to_string())
                 .chain(all.iter().map(|(c, _)| q(c)))
                 .collect();

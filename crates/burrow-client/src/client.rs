@@ -444,17 +444,16 @@ impl Client {
         code: &str,
         message: &str,
     ) -> Result<()> {
-        if let Some((tbl, row_id, data, kind)) =
-            outbox::reject(tx, seq, code, message, self.now_ms())?
-        {
-            if let Some(table) = self.schema.table(&tbl) {
-                let cols = if kind == burrow_core::OpKind::Delete.code() {
-                    None
-                } else {
-                    Some(data_columns(data.as_deref())?)
-                };
-                apply::restore_visible(tx, table, &row_id, cols.as_ref())?;
-            }
+        let Some(row) = outbox::reject(tx, seq, code, message, self.now_ms())? else {
+            return Ok(());
+        };
+        if let Some(table) = self.schema.table(&row.table) {
+            let cols = if row.kind == burrow_core::OpKind::Delete.code() {
+                None
+            } else {
+                Some(data_columns(row.data.as_deref())?)
+            };
+            apply::restore_visible(tx, table, &row.row_id, cols.as_ref())?;
         }
         Ok(())
     }

@@ -105,10 +105,8 @@ pub fn install(
             params![schema.version, schema_text],
         )?;
     }
-    if let Some(diff) = diff {
-        if !diff.is_empty() {
-            fill_from_shadow(&tx, schema, &diff)?;
-        }
+    if let Some(diff) = diff.filter(|d| !d.is_empty()) {
+        fill_from_shadow(&tx, schema, &diff)?;
     }
     tx.commit()?;
     Ok(client_id)

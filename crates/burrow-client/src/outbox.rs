@@ -29,18 +29,41 @@ impl Batch {
     }
 }
 
+/// Decodes one outbox row (`seq, tx, tbl, row_id, kind, data, hlc, base_seq`) into an op.
 fn decode_op(
     schema: &Schema,
-    seq: i64,
-    tx: i64,
+    r: &rusqlite::Row<'_>,
+) -> rusqlite::Result<std::result::Result<Op, String>> {
+    let seq: i64 = r.get(0)?;
+    let tx: i64 = r.get(1)?;
+    let table: String = r.get(2)?;
+    let row_id: String = r.get(3)?;
+    let kind: i64 = r.get(4)?;
+    let data: Option<String> = r.get(5)?;
+    let hlc: i64 = r.get(6)?;
+    let base_seq: i64 = r.get(7)?;
+    Ok(
+        decode_fields(schema, table.clone(), data).and_then(|fields| {
+            let kind = OpKind::from_code(kind).ok_or_else(|| format!("unknown op kind {kind}"))?;
+            Ok(Op {
+                client_seq: seq as u64,
+                tx: tx as u64,
+                table,
+                row_id,
+                kind,
+                fields,
+                hlc: Hlc(hlc as u64),
+                base_seq: base_seq as u64,
+            })
+        }),
+    )
+}
+
+fn decode_fields(
+    schema: &Schema,
     table: String,
-    row_id: String,
-    kind: i64,
     data: Option<String>,
-    hlc: i64,
-    base_seq: i64,
-) -> std::result::Result<Op, String> {
-    let kind = OpKind::from_code(kind).ok_or_else(|| format!("unknown op kind {kind}"))?;
+) -> std::result::Result<Vec<FieldValue>, String> {
     let t = schema
         .table(&table)
         .ok_or_else(|| format!("table {table} is not in the schema"))?;
@@ -57,16 +80,7 @@ fn decode_op(
             fields.push(FieldValue { column, value });
         }
     }
-    Ok(Op {
-        client_seq: seq as u64,
-        tx: tx as u64,
-        table,
-        row_id,
-        kind,
-        fields,
-        hlc: Hlc(hlc as u64),
-        base_seq: base_seq as u64,
-    })
+    Ok(fields)
 }
 
 /// Seals the current capture group (so later writes from other connections start a new
@@ -105,17 +119,7 @@ pub fn read_batch(
             if poisoned.as_ref().is_some_and(|(t, _, _)| *t != txid) {
                 poisoned_groups.extend(poisoned.take());
             }
-            let op = decode_op(
-                schema,
-                seq,
-                txid as i64,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-            );
+            let op = decode_op(schema, r)?;
             match op {
                 Ok(op) => {
                     bytes += op.approx_size();
@@ -154,15 +158,27 @@ pub fn read_batch(
     Ok(batch)
 }
 
-/// Moves an op from the outbox to the rejected list with its reason. Returns the op's table,
-/// row and columns so the caller can restore the visible row.
+/// Where a rejected op pointed, so the caller can restore the visible row.
+#[derive(Debug, Clone)]
+pub struct RejectedRow {
+    /// Table.
+    pub table: String,
+    /// Row id.
+    pub row_id: String,
+    /// The op's trigger JSON.
+    pub data: Option<String>,
+    /// The op kind code.
+    pub kind: i64,
+}
+
+/// Moves an op from the outbox to the rejected list with its reason.
 pub fn reject(
     tx: &rusqlite::Transaction<'_>,
     seq: u64,
     code: &str,
     message: &str,
     now_ms: u64,
-) -> Result<Option<(String, String, Option<String>, i64)>> {
+) -> Result<Option<RejectedRow>> {
     let moved = tx.execute(
         "INSERT OR REPLACE INTO _burrow_rejected(seq, tx, tbl, row_id, kind, data, hlc, code, message, rejected_at_ms)
          SELECT seq, tx, tbl, row_id, kind, data, hlc, ?2, ?3, ?4 FROM _burrow_outbox WHERE seq = ?1",
@@ -174,7 +190,14 @@ pub fn reject(
     let info = tx.query_row(
         "SELECT tbl, row_id, data, kind FROM _burrow_outbox WHERE seq = ?1",
         [seq as i64],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        |r| {
+            Ok(RejectedRow {
+                table: r.get(0)?,
+                row_id: r.get(1)?,
+                data: r.get(2)?,
+                kind: r.get(3)?,
+            })
+        },
     )?;
     tx.execute("DELETE FROM _burrow_outbox WHERE seq = ?1", [seq as i64])?;
     Ok(Some(info))

@@ -373,10 +373,8 @@ fn parse_column(
         if ty != ColumnType::Text {
             return Err(invalid(&path, "the primary key `id` must be of type text"));
         }
-        if let Some(t) = table_spec {
-            if let Some(k) = t.keys().find(|k| k.as_str() != "type") {
-                return Err(invalid(&path, format!("the primary key takes no `{k}`")));
-            }
+        if let Some(k) = table_spec.and_then(|t| t.keys().find(|k| k.as_str() != "type")) {
+            return Err(invalid(&path, format!("the primary key takes no `{k}`")));
         }
         return Ok(None);
     }

@@ -149,61 +149,6 @@ pub fn row_change_from_wire(c: v1::RowChange) -> RowChange {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn values_round_trip() {
-        for v in [
-            Value::Null,
-            Value::Integer(-5),
-            Value::Real(1.5),
-            Value::Text("x".into()),
-            Value::Bool(true),
-            Value::Blob(vec![1, 2]),
-            Value::Json("[1]".into()),
-        ] {
-            assert_eq!(value_from_wire(Some(value_to_wire(&v))), v);
-        }
-    }
-
-    #[test]
-    fn row_change_round_trips_with_compact_field_seqs() {
-        let c = RowChange {
-            table: "t".into(),
-            row_id: "r".into(),
-            seq: 9,
-            deleted: false,
-            fields: vec![
-                ChangedField {
-                    column: "a".into(),
-                    value: Value::Integer(1),
-                    seq: 9,
-                },
-                ChangedField {
-                    column: "b".into(),
-                    value: Value::Null,
-                    seq: 3,
-                },
-            ],
-            hlc: Hlc(77),
-        };
-        let wire = row_change_to_wire(&c);
-        assert_eq!(wire.fields[0].seq, 0);
-        assert_eq!(row_change_from_wire(wire), c);
-    }
-
-    #[test]
-    fn unknown_op_kind_is_an_error() {
-        let op = v1::Op {
-            kind: 42,
-            ..Default::default()
-        };
-        assert!(op_from_wire(op, 1).is_err());
-    }
-}
-
 /// Encodes a server row's fields for storage (the tombstone flag, sequence and HLC are kept in
 /// columns of their own by the stores).
 pub fn stored_fields_to_bytes(row: &burrow_core::resolve::ServerRow) -> Vec<u8> {
@@ -268,4 +213,59 @@ pub fn value_to_bytes(v: &Value) -> Vec<u8> {
 pub fn value_from_bytes(b: &[u8]) -> Result<Value, prost::DecodeError> {
     use prost::Message;
     Ok(value_from_wire(Some(v1::Value::decode(b)?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip() {
+        for v in [
+            Value::Null,
+            Value::Integer(-5),
+            Value::Real(1.5),
+            Value::Text("x".into()),
+            Value::Bool(true),
+            Value::Blob(vec![1, 2]),
+            Value::Json("[1]".into()),
+        ] {
+            assert_eq!(value_from_wire(Some(value_to_wire(&v))), v);
+        }
+    }
+
+    #[test]
+    fn row_change_round_trips_with_compact_field_seqs() {
+        let c = RowChange {
+            table: "t".into(),
+            row_id: "r".into(),
+            seq: 9,
+            deleted: false,
+            fields: vec![
+                ChangedField {
+                    column: "a".into(),
+                    value: Value::Integer(1),
+                    seq: 9,
+                },
+                ChangedField {
+                    column: "b".into(),
+                    value: Value::Null,
+                    seq: 3,
+                },
+            ],
+            hlc: Hlc(77),
+        };
+        let wire = row_change_to_wire(&c);
+        assert_eq!(wire.fields[0].seq, 0);
+        assert_eq!(row_change_from_wire(wire), c);
+    }
+
+    #[test]
+    fn unknown_op_kind_is_an_error() {
+        let op = v1::Op {
+            kind: 42,
+            ..Default::default()
+        };
+        assert!(op_from_wire(op, 1).is_err());
+    }
 }

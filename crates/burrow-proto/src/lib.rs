@@ -71,6 +71,8 @@ pub fn decode_frame<M: Message + Default>(
     Ok(M::decode(raw.as_slice())?)
 }
 
+pub mod convert;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +120,3 @@ mod tests {
         }
     }
 }
-
-pub mod convert;

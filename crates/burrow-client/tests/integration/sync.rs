@@ -202,8 +202,10 @@ async fn initial_sync_of_10000_rows_pages_and_converges() {
     let up = env.sync(&a).await;
     assert_eq!(up.ops_acked, 10_000);
     assert!(up.requests >= 2, "uploads are bounded per request");
-    let mut opts = burrow_client::ClientOptions::default();
-    opts.page_bytes_max = 64 * 1024;
+    let opts = burrow_client::ClientOptions {
+        page_bytes_max: 64 * 1024,
+        ..Default::default()
+    };
     let b = burrow_client::Client::open_with(env.db("b"), &schema(), None, opts).unwrap();
     let down = env.sync(&b).await;
     assert_eq!(down.changes_received, 10_000);

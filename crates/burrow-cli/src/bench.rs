@@ -1,0 +1,284 @@
+//! `burrow bench`: measures sync figures against an embedded server on loopback and prints
+//! medians over repetitions (plus JSON with `--json`).
+
+use crate::demo::DELIVERY_SCHEMA;
+use anyhow::{Context, Result};
+use burrow_client::{Client, HttpTransport};
+use burrow_core::Schema;
+use burrow_server::ServerConfig;
+use clap::{Args, Subcommand};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Arguments of `burrow bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    which: Which,
+    /// Repetitions; the median is reported.
+    #[arg(long, global = true, default_value_t = 3)]
+    reps: usize,
+    /// Print results as JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Which {
+    /// Empty client → complete copy of N shipments (~200 B each), measured in a separate
+    /// client process: wall time, bytes on the wire vs raw JSON, client peak RSS.
+    InitialSync {
+        /// Rows on the server.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+    },
+    /// N offline edits (one local transaction each) pushed in one sync.
+    Push {
+        /// Number of edits.
+        #[arg(long, default_value_t = 10_000)]
+        edits: u64,
+    },
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    server: burrow_server::RunningServer,
+    token: String,
+    schema: Schema,
+}
+
+async fn fixture() -> Result<Fixture> {
+    let dir = tempfile::tempdir()?;
+    let schema = Schema::from_toml_str(DELIVERY_SCHEMA)?;
+    let mut config = ServerConfig::new(dir.path().join("server"), schema.clone());
+    config.secret = Some(b"bench".to_vec());
+    let server = burrow_server::spawn(config, "127.0.0.1:0").await?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let token = burrow_server::auth::mint(b"bench", "bench", BTreeMap::new(), now, 86_400)?;
+    Ok(Fixture {
+        dir: dir.path().to_path_buf(),
+        _dir: dir,
+        server,
+        token,
+        schema,
+    })
+}
+
+/// Inserts `n` shipments of about 200 bytes in one local transaction.
+fn seed(client: &Client, n: u64) -> Result<()> {
+    client.write(|tx| {
+        let mut stmt = tx.prepare(
+            "INSERT INTO shipments(id, route_id, status, address, recipient, weight_kg, pieces, fragile, notes)
+             VALUES (?1, ?2, 'loaded', ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?;
+        for i in 0..n {
+            stmt.execute(rusqlite::params![
+                format!("0193a1b2-{:04x}-7{:03x}-8{:03x}-{:012x}", (i >> 24) & 0xffff, (i >> 12) & 0xfff, i & 0xfff, i * 7919),
+                format!("route-{:04}", i % 500),
+                format!("{} Harbour Road, Unit {}, 4021 Portsmouth", 1 + i % 997, i % 40),
+                format!("Customer {:06}", i),
+                1.0 + (i % 300) as f64 / 10.0,
+                (1 + i % 5) as i64,
+                (i % 2) as i64,
+                format!("Leave with neighbour at no. {}", i % 50),
+            ])?;
+        }
+        Ok(())
+    })?;
+    Ok(())
+}
+
+fn raw_json_bytes(client: &Client) -> Result<u64> {
+    let rows = client.query_json(
+        "SELECT id, route_id, status, address, recipient, weight_kg, pieces, fragile, notes FROM shipments",
+    )?;
+    Ok(serde_json::to_vec(&rows)?.len() as u64)
+}
+
+async fn initial_sync(rows: u64, reps: usize, json: bool) -> Result<()> {
+    let f = fixture().await?;
+    let seeder = Client::open(f.dir.join("seed.db"), &f.schema)?;
+    let t = Instant::now();
+    seed(&seeder, rows)?;
+    let seed_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    seeder
+        .sync(&HttpTransport::new(&f.server.url(), &f.token)?)
+        .await?;
+    let upload_secs = t.elapsed().as_secs_f64();
+    let raw = raw_json_bytes(&seeder)?;
+    let schema_path = f.dir.join("schema.toml");
+    std::fs::write(&schema_path, DELIVERY_SCHEMA)?;
+    let exe = std::env::current_exe()?;
+    let (mut walls, mut bytes, mut rss) = (Vec::new(), Vec::new(), Vec::new());
+    for rep in 0..reps {
+        let db = f.dir.join(format!("fresh-{rep}.db"));
+        let t = Instant::now();
+        let out = std::process::Command::new(&exe)
+            .args(["client", "--db"])
+            .arg(&db)
+            .arg("--schema")
+            .arg(&schema_path)
+            .args([
+                "sync",
+                "--json",
+                "--server",
+                &f.server.url(),
+                "--token",
+                &f.token,
+            ])
+            .output()?;
+        let wall = t.elapsed().as_secs_f64();
+        anyhow::ensure!(
+            out.status.success(),
+            "client sync failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        anyhow::ensure!(
+            report["changes_received"].as_u64() == Some(rows),
+            "expected {rows} rows: {report}"
+        );
+        check_count(&db, rows)?;
+        walls.push(wall);
+        bytes.push(report["bytes_down"].as_f64().unwrap_or(f64::NAN));
+        rss.push(report["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN));
+    }
+    let (wall, down, peak) = (median(walls.clone()), median(bytes), median(rss));
+    let result = serde_json::json!({
+        "bench": "initial-sync",
+        "rows": rows,
+        "reps": reps,
+        "wall_seconds_median": wall,
+        "wall_seconds_all": walls,
+        "rows_per_second": rows as f64 / wall,
+        "bytes_down": down,
+        "raw_json_bytes": raw,
+        "wire_to_json_ratio": down / raw as f64,
+        "client_peak_rss_bytes": peak,
+        "seed_local_seconds": seed_secs,
+        "seed_upload_seconds": upload_secs,
+    });
+    print_result(
+        &result,
+        json,
+        &[
+            ("rows", format!("{rows}")),
+            (
+                "wall (median, separate client process)",
+                format!("{wall:.3} s  ({:.0} rows/s)", rows as f64 / wall),
+            ),
+            ("bytes on the wire (down)", format!("{down:.0} B")),
+            ("raw JSON of the same rows", format!("{raw} B")),
+            ("wire / raw JSON", format!("{:.3}", down / raw as f64)),
+            ("client peak RSS", format!("{:.1} MB", peak / 1e6)),
+            (
+                "(setup) local insert / upload",
+                format!("{seed_secs:.2} s / {upload_secs:.2} s"),
+            ),
+        ],
+    )
+}
+
+fn check_count(db: &Path, rows: u64) -> Result<()> {
+    let c = Client::open_existing(db)?;
+    let n = c.query_json("SELECT count(*) AS n FROM shipments")?;
+    anyhow::ensure!(
+        n.first().and_then(|r| r["n"].as_u64()) == Some(rows),
+        "row count mismatch"
+    );
+    Ok(())
+}
+
+async fn push(edits: u64, reps: usize, json: bool) -> Result<()> {
+    let (mut walls, mut ups) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let f = fixture().await?;
+        let transport = HttpTransport::new(&f.server.url(), &f.token)?;
+        let client = Client::open(f.dir.join("device.db"), &f.schema)?;
+        seed(&client, edits)?;
+        client.sync(&transport).await?;
+        let ids = client.query_json("SELECT id FROM shipments")?;
+        for (i, row) in ids.iter().enumerate() {
+            let id = row["id"].as_str().context("id")?.to_string();
+            client.write(|tx| {
+                tx.execute(
+                    "UPDATE shipments SET status = ?1 WHERE id = ?2",
+                    rusqlite::params![format!("delivered-{i}"), id],
+                )
+            })?;
+        }
+        anyhow::ensure!(
+            client.status()?.pending_ops == edits,
+            "expected {edits} pending edits"
+        );
+        let t = Instant::now();
+        let r = client.sync(&transport).await?;
+        walls.push(t.elapsed().as_secs_f64());
+        ups.push(r.bytes_up as f64);
+        anyhow::ensure!(
+            r.ops_acked == edits && client.status()?.pending_ops == 0,
+            "not all edits acked: {r:?}"
+        );
+    }
+    let wall = median(walls.clone());
+    let up = median(ups);
+    let result = serde_json::json!({
+        "bench": "push",
+        "edits": edits,
+        "reps": reps,
+        "wall_seconds_median": wall,
+        "wall_seconds_all": walls,
+        "ops_per_second": edits as f64 / wall,
+        "bytes_up": up,
+        "bytes_per_op": up / edits as f64,
+    });
+    print_result(
+        &result,
+        json,
+        &[
+            ("offline edits (one transaction each)", format!("{edits}")),
+            (
+                "push wall (median, upload + ack + settle)",
+                format!("{wall:.3} s ({:.0} ops/s)", edits as f64 / wall),
+            ),
+            (
+                "bytes up",
+                format!("{up:.0} B ({:.1} B/op)", up / edits as f64),
+            ),
+        ],
+    )
+}
+
+fn print_result(result: &serde_json::Value, json: bool, lines: &[(&str, String)]) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(result)?);
+    } else {
+        for (k, v) in lines {
+            println!("{k:<44} {v}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs a benchmark.
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let reps = args.reps.max(1);
+    crate::runtime()?.block_on(async move {
+        match args.which {
+            Which::InitialSync { rows } => initial_sync(rows, reps, args.json).await,
+            Which::Push { edits } => push(edits, reps, args.json).await,
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

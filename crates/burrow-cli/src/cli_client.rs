@@ -1,0 +1,189 @@
+//! `burrow client …`: a scriptable client over a local database file.
+
+use anyhow::{Context, Result};
+use burrow_client::{Client, Error as ClientError, HttpTransport, TransportError};
+use burrow_core::Schema;
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Arguments shared by every `client` subcommand.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The client database file.
+    #[arg(long, global = true)]
+    db: Option<PathBuf>,
+    /// Schema file; required when the database is new, applied as a migration otherwise.
+    #[arg(long, global = true)]
+    schema: Option<PathBuf>,
+    /// Bearer token for the server.
+    #[arg(long, global = true, env = "BURROW_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: ClientCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientCommand {
+    /// Run `;`-separated SQL statements in one local transaction (captured for sync).
+    Exec {
+        /// The SQL.
+        sql: String,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a query and print its rows.
+    Query {
+        /// The SQL.
+        sql: String,
+        /// Print rows as a JSON array of objects.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upload everything pending and download to the server's head.
+    Sync {
+        /// Server base URL, e.g. http://127.0.0.1:4000.
+        #[arg(long, env = "BURROW_URL")]
+        server: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the sync state.
+    Status {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open(args: &ClientArgs) -> Result<Client> {
+    let db = args.db.as_ref().context("--db FILE is required")?;
+    match &args.schema {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read schema file {}", path.display()))?;
+            let schema = Schema::from_toml_str(&text)?;
+            Ok(Client::open_with(
+                db,
+                &schema,
+                Some(&text),
+                Default::default(),
+            )?)
+        }
+        None => Ok(Client::open_existing(db)?),
+    }
+}
+
+/// Peak resident set size of this process in bytes (Linux), for reports.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn print_rows(rows: &[serde_json::Map<String, serde_json::Value>]) {
+    for row in rows {
+        let cells: Vec<String> = row
+            .values()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        println!("{}", cells.join("\t"));
+    }
+}
+
+/// Runs a `client` subcommand.
+pub fn run(args: ClientArgs) -> Result<ExitCode> {
+    let client = open(&args)?;
+    match &args.command {
+        ClientCommand::Exec { sql, json } => {
+            let r = client.execute(sql)?;
+            if *json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} rows changed, {} ops captured",
+                    r.rows_changed, r.ops_captured
+                );
+            }
+        }
+        ClientCommand::Query { sql, json } => {
+            let rows = client.query_json(sql)?;
+            if *json {
+                println!("{}", serde_json::to_string(&rows)?);
+            } else {
+                print_rows(&rows);
+            }
+        }
+        ClientCommand::Status { json } => {
+            let s = client.status()?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                println!("client_id     {}", s.client_id);
+                println!("pending_ops   {}", s.pending_ops);
+                println!("cursor        {}", s.cursor);
+                println!(
+                    "last_sync_at  {}",
+                    s.last_sync_at.as_deref().unwrap_or("never")
+                );
+                println!("rejected_ops  {}", s.rejected_ops);
+                for r in &s.rejected {
+                    println!(
+                        "  #{} {} {}/{}: {} ({})",
+                        r.client_seq, r.kind, r.table, r.row_id, r.message, r.code
+                    );
+                }
+                println!("conflicts     {}", s.conflicts);
+                if let Some(e) = &s.last_error {
+                    println!("last_error    {e}");
+                }
+            }
+        }
+        ClientCommand::Sync { server, json } => {
+            let token = args
+                .token
+                .as_deref()
+                .context("--token (or BURROW_TOKEN) is required to sync")?;
+            let transport = HttpTransport::new(server, token)?;
+            let result = crate::runtime()?.block_on(client.sync(&transport));
+            match result {
+                Ok(r) => {
+                    if *json {
+                        let mut v = serde_json::to_value(&r)?;
+                        v["peak_rss_bytes"] = serde_json::json!(peak_rss_bytes());
+                        println!("{v}");
+                    } else {
+                        println!(
+                            "synced: {} ops sent, {} acked, {} rejected, {} conflicts, {} changes received, cursor {}",
+                            r.ops_sent,
+                            r.ops_acked,
+                            r.ops_rejected,
+                            r.conflicts,
+                            r.changes_received,
+                            r.cursor
+                        );
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sync failed: {}", e.to_string().replace('\n', " "));
+                    return Ok(ExitCode::from(match e {
+                        ClientError::Transport(TransportError::Unauthorized { .. }) => {
+                            crate::EXIT_AUTH
+                        }
+                        ClientError::Transport(TransportError::Network(_)) => {
+                            crate::EXIT_UNAVAILABLE
+                        }
+                        _ => 1,
+                    }));
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
