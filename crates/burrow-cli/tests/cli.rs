@@ -1,0 +1,216 @@
+//! The CLI contract, exercised through real processes: `serve`, `token`, `client exec`,
+//! `client query --json`, `client sync`, `client status --json`, `demo --json`.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_burrow");
+const SCHEMA: &str = include_str!("../assets/delivery.toml");
+
+fn burrow(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("BURROW_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(data: &Path, schema: &Path) -> (Server, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(BIN)
+        .args([
+            "serve",
+            "--data",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--schema",
+        ])
+        .arg(schema)
+        .env_remove("BURROW_SECRET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&listen).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, format!("http://{listen}"))
+}
+
+#[test]
+fn quickstart_two_clients_through_a_server_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let data = dir.path().join("data");
+    let (_server, url) = start_server(&data, &schema);
+    assert!(
+        data.join("secret").exists(),
+        "secret generated on first start"
+    );
+    let token = stdout(&burrow(&[
+        "token",
+        "--data",
+        data.to_str().unwrap(),
+        "--user",
+        "ann",
+        "--claim",
+        "role=driver",
+        "--ttl",
+        "1h",
+    ]));
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3);
+    let a = dir.path().join("a.db");
+    let b = dir.path().join("b.db");
+    let (a, b, s) = (
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        schema.to_str().unwrap(),
+    );
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        a,
+        "--schema",
+        s,
+        "exec",
+        "INSERT INTO routes(id, driver_id, day) VALUES ('r1', 'ann', 'mon'); INSERT INTO shipments(id, route_id, status) VALUES ('s1', 'r1', 'loaded')",
+    ]));
+    let st: serde_json::Value =
+        serde_json::from_str(&stdout(&burrow(&["client", "--db", a, "status", "--json"]))).unwrap();
+    for key in [
+        "client_id",
+        "pending_ops",
+        "cursor",
+        "last_sync_at",
+        "rejected_ops",
+    ] {
+        assert!(st.get(key).is_some(), "status --json lacks {key}: {st}");
+    }
+    assert_eq!(st["pending_ops"], 2);
+    assert_eq!(st["last_sync_at"], serde_json::Value::Null);
+    stdout(&burrow(&[
+        "client", "--db", a, "sync", "--server", &url, "--token", token,
+    ]));
+    // --schema is accepted after the subcommand too, and the token may come from the env.
+    let out = Command::new(BIN)
+        .args(["client", "--db", b, "sync", "--server", &url, "--schema", s])
+        .env("BURROW_TOKEN", token)
+        .output()
+        .unwrap();
+    stdout(&out);
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&burrow(&[
+        "client",
+        "--db",
+        b,
+        "query",
+        "SELECT id, status FROM shipments",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(rows, serde_json::json!([{"id": "s1", "status": "loaded"}]));
+    let st: serde_json::Value =
+        serde_json::from_str(&stdout(&burrow(&["client", "--db", a, "status", "--json"]))).unwrap();
+    assert_eq!(st["pending_ops"], 0);
+    assert!(st["cursor"].as_u64().unwrap() >= 2);
+    assert!(st["last_sync_at"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn sync_failures_exit_non_zero_with_a_one_line_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let data = dir.path().join("data");
+    let (_server, url) = start_server(&data, &schema);
+    let db = dir.path().join("a.db");
+    let (db, s) = (db.to_str().unwrap(), schema.to_str().unwrap());
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        db,
+        "--schema",
+        s,
+        "exec",
+        "INSERT INTO routes(id) VALUES ('r1')",
+    ]));
+    let bad = burrow(&[
+        "client",
+        "--db",
+        db,
+        "sync",
+        "--server",
+        &url,
+        "--token",
+        "not-a-token",
+    ]);
+    assert_eq!(bad.status.code(), Some(77));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("token_invalid"), "{err}");
+    let down = burrow(&[
+        "client",
+        "--db",
+        db,
+        "sync",
+        "--server",
+        "http://127.0.0.1:9",
+        "--token",
+        "x",
+    ]);
+    assert_eq!(down.status.code(), Some(69));
+    let st: serde_json::Value = serde_json::from_str(&stdout(&burrow(&[
+        "client", "--db", db, "status", "--json",
+    ])))
+    .unwrap();
+    assert_eq!(st["pending_ops"], 1, "nothing dropped");
+    assert!(st["last_error"].as_str().unwrap().contains("network"));
+    let missing = burrow(&[
+        "client",
+        "--db",
+        dir.path().join("new.db").to_str().unwrap(),
+        "status",
+    ]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("--schema"));
+}
+
+#[test]
+fn demo_passes_and_reports_json() {
+    let out = burrow(&["demo", "--json", "--scans", "20", "--shipments", "10"]);
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["lost_writes"], 0);
+    assert_eq!(report["duplicates"], 0);
+    assert_eq!(report["converged"], true);
+}
