@@ -288,7 +288,7 @@ impl Client {
         })?;
         let before = tx.total_changes();
         let out = f(&tx)?;
-        let rows_changed = tx.total_changes().saturating_sub(before);
+        let all_changes = tx.total_changes().saturating_sub(before);
         let ops_captured: i64 = tx.query_row(
             "SELECT count(*) FROM _burrow_outbox WHERE tx = ?1",
             [my_tx],
@@ -299,6 +299,8 @@ impl Client {
             [],
         )?;
         tx.commit()?;
+        // Each captured op made two writes of its own (clock update and outbox insert).
+        let rows_changed = all_changes.saturating_sub(2 * ops_captured as u64);
         Ok((
             out,
             ExecReport {
@@ -386,13 +388,14 @@ impl Client {
                     self.options.upload_ops_max,
                     self.options.upload_bytes_max,
                 )?;
-                if !batch.undecodable.is_empty() {
+                if let Some(u) = &batch.unsendable {
                     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    for (seq, code, reason) in &batch.undecodable {
-                        self.reject_locally(&tx, *seq, code, reason)?;
-                        report.ops_rejected += 1;
-                    }
+                    tx.execute("UPDATE _burrow_local SET applying = 1 WHERE id = 1", [])?;
+                    report.ops_rejected +=
+                        self.reject_with_transaction(&tx, u.seq, u.code, &u.reason)?;
+                    tx.execute("UPDATE _burrow_local SET applying = 0 WHERE id = 1", [])?;
                     tx.commit()?;
+                    continue;
                 }
                 drop(conn);
                 (batch, self.cursor()?)
@@ -405,9 +408,10 @@ impl Client {
                 upload: batch
                     .txs
                     .iter()
-                    .map(|(tx, ops)| v1::LocalTx {
-                        tx_id: *tx,
-                        ops: ops.iter().map(op_to_wire).collect(),
+                    .map(|t| v1::LocalTx {
+                        tx_id: t.tx,
+                        ops: t.ops.iter().map(op_to_wire).collect(),
+                        more_parts: t.more_parts,
                     })
                     .collect(),
                 cursor: Some(v1::Cursor {
@@ -443,9 +447,9 @@ impl Client {
         seq: u64,
         code: &str,
         message: &str,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let Some(row) = outbox::reject(tx, seq, code, message, self.now_ms())? else {
-            return Ok(());
+            return Ok(false);
         };
         if let Some(table) = self.schema.table(&row.table) {
             let cols = if row.kind == burrow_core::OpKind::Delete.code() {
@@ -455,7 +459,30 @@ impl Client {
             };
             apply::restore_visible(tx, table, &row.row_id, cols.as_ref())?;
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Rejects op `seq` and every other op of its local transaction still queued (they must
+    /// not apply without it). Returns how many ops left the outbox.
+    fn reject_with_transaction(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        seq: u64,
+        code: &str,
+        message: &str,
+    ) -> Result<u64> {
+        let siblings = outbox::siblings(tx, seq)?;
+        let mut n = 0;
+        if self.reject_locally(tx, seq, code, message)? {
+            n += 1;
+        }
+        let why = format!("op {seq} of the same transaction was rejected: {message}");
+        for s in siblings {
+            if self.reject_locally(tx, s, "transaction_rejected", &why)? {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Applies one response in one local transaction: outcomes, the changes page, the cursor,
@@ -487,9 +514,10 @@ impl Client {
                     }
                 }
                 Ok(v1::OutcomeKind::Rejected) => {
-                    self.reject_locally(&tx, o.client_seq, &o.code, &o.message)?;
-                    report.ops_rejected += 1;
+                    report.ops_rejected +=
+                        self.reject_with_transaction(&tx, o.client_seq, &o.code, &o.message)?;
                 }
+                Ok(v1::OutcomeKind::Staged) => outbox::mark_staged(&tx, o.client_seq)?,
                 _ => {
                     return Err(Error::Protocol(format!(
                         "unknown outcome kind {} for op {}",

@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS _burrow_outbox (
   hlc INTEGER NOT NULL,
   base_seq INTEGER NOT NULL DEFAULT 0,
   lane INTEGER NOT NULL DEFAULT 1,
+  staged INTEGER NOT NULL DEFAULT 0,
   ack_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS _burrow_outbox_by_row ON _burrow_outbox(tbl, row_id);
@@ -191,9 +192,7 @@ fn capture_body(t: &Table, kind: i64, data: &str, row: &str) -> String {
     format!(
         "UPDATE _burrow_local SET hlc = max(hlc + 1, coalesce(clock_ms, {now}) * 65536);
   INSERT INTO _burrow_outbox(tx, tbl, row_id, kind, data, hlc, base_seq, lane)
-  SELECT l.tx, '{name}', {row}.\"id\", {kind}, {data}, l.hlc,
-    coalesce((SELECT s.seq FROM _burrow_shadow s WHERE s.tbl = '{name}' AND s.id = {row}.\"id\"), 0),
-    {lane}
+  SELECT l.tx, '{name}', {row}.\"id\", {kind}, {data}, l.hlc, l.cursor_since, {lane}
   FROM _burrow_local l;",
         now = SQL_NOW_MS,
         name = t.name,

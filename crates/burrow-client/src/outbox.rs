@@ -5,21 +5,45 @@ use crate::sql_value::from_trigger_json;
 use burrow_core::{FieldValue, Hlc, Op, OpKind, Schema};
 use rusqlite::{Connection, TransactionBehavior, params};
 
-/// Most ops in one upload request (a larger local transaction still goes whole).
+/// Most ops in one upload request; a larger local transaction is sent in parts.
 pub const UPLOAD_OPS_MAX: usize = 5_000;
-/// Most (estimated) bytes in one upload request.
+/// Most (estimated) bytes in one upload request; a larger local transaction is sent in parts.
 pub const UPLOAD_BYTES_MAX: usize = 4 << 20;
+/// Largest single op the client sends; larger values belong in attachments.
+pub const OP_BYTES_MAX: usize = 8 << 20;
+
+/// One local transaction, or one part of it, ready to upload.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadTx {
+    /// The local transaction number.
+    pub tx: u64,
+    /// Its ops (or this part's ops) in outbox order.
+    pub ops: Vec<Op>,
+    /// More parts of the transaction follow in later requests.
+    pub more_parts: bool,
+}
+
+/// An op that cannot be sent, with its stable code and reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unsendable {
+    /// The op's client sequence.
+    pub seq: u64,
+    /// `undecodable` or `op_too_large`.
+    pub code: &'static str,
+    /// Why.
+    pub reason: String,
+}
 
 /// Ops ready to upload, grouped by local transaction in outbox order.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
-    /// `(tx, ops)` groups.
-    pub txs: Vec<(u64, Vec<Op>)>,
+    /// Transactions (or parts) in outbox order.
+    pub txs: Vec<UploadTx>,
     /// Total ops.
     pub op_count: usize,
-    /// Ops that cannot be sent, with code and reason: an undecodable op and the rest of its
-    /// local transaction (which must not apply without it). They go to the rejected list.
-    pub undecodable: Vec<(u64, &'static str, String)>,
+    /// The first op that cannot be sent; when set, `txs` is empty and the caller rejects the
+    /// op's whole local transaction before reading again.
+    pub unsendable: Option<Unsendable>,
 }
 
 impl Batch {
@@ -84,7 +108,8 @@ fn decode_fields(
 }
 
 /// Seals the current capture group (so later writes from other connections start a new
-/// local transaction) and reads pending ops up to the limits, whole transactions only.
+/// local transaction) and reads pending ops up to the limits: whole transactions, or parts of
+/// one transaction too large for a single request.
 pub fn read_batch(
     conn: &mut Connection,
     schema: &Schema,
@@ -94,65 +119,79 @@ pub fn read_batch(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute("UPDATE _burrow_local SET tx = tx + 1 WHERE id = 1", [])?;
     let mut batch = Batch::default();
-    let mut bytes = 0usize;
     {
         let mut stmt = tx.prepare_cached(
             "SELECT seq, tx, tbl, row_id, kind, data, hlc, base_seq FROM _burrow_outbox
-             WHERE ack_seq IS NULL ORDER BY seq",
+             WHERE ack_seq IS NULL AND staged = 0 ORDER BY seq",
         )?;
         let mut rows = stmt.query([])?;
-        let mut current: Option<(u64, Vec<Op>)> = None;
-        // A group with an undecodable op is refused whole: `(tx, first bad seq, reason)`.
-        let mut poisoned: Option<(u64, u64, String)> = None;
-        let mut poisoned_groups: Vec<(u64, u64, String)> = Vec::new();
+        let mut current: Option<(UploadTx, usize)> = None;
+        let mut total_bytes = 0usize;
         while let Some(r) = rows.next()? {
-            let seq: i64 = r.get(0)?;
-            let txid = r.get::<_, i64>(1)? as u64;
-            if current.as_ref().is_some_and(|(t, _)| *t != txid) {
-                if let Some(done) = current.take() {
+            let seq = r.get::<_, i64>(0)? as u64;
+            let op = match decode_op(schema, r)? {
+                Ok(op) if op.approx_size() > OP_BYTES_MAX => Err(Unsendable {
+                    seq,
+                    code: "op_too_large",
+                    reason: format!(
+                        "the op carries about {} bytes, more than the {OP_BYTES_MAX} an op may hold",
+                        op.approx_size()
+                    ),
+                }),
+                Ok(op) => Ok(op),
+                Err(reason) => Err(Unsendable {
+                    seq,
+                    code: "undecodable",
+                    reason,
+                }),
+            };
+            let op = match op {
+                Ok(op) => op,
+                Err(u) => {
+                    return {
+                        drop(rows);
+                        drop(stmt);
+                        tx.commit()?;
+                        Ok(Batch {
+                            unsendable: Some(u),
+                            ..Batch::default()
+                        })
+                    };
+                }
+            };
+            if current.as_ref().is_some_and(|(t, _)| t.tx != op.tx) {
+                if let Some((done, _)) = current.take() {
                     batch.txs.push(done);
                 }
-                if batch.op_count >= ops_max || bytes >= bytes_max {
+                if batch.op_count >= ops_max || total_bytes >= bytes_max {
                     break;
                 }
             }
-            if poisoned.as_ref().is_some_and(|(t, _, _)| *t != txid) {
-                poisoned_groups.extend(poisoned.take());
-            }
-            let op = decode_op(schema, r)?;
-            match op {
-                Ok(op) => {
-                    bytes += op.approx_size();
-                    batch.op_count += 1;
-                    current.get_or_insert_with(|| (txid, Vec::new())).1.push(op);
-                }
-                Err(reason) => {
-                    if poisoned.is_none() {
-                        poisoned = Some((txid, seq as u64, reason.clone()));
-                    }
-                    batch.undecodable.push((seq as u64, "undecodable", reason));
+            if let Some((part, part_bytes)) = &mut current {
+                if part.ops.len() >= ops_max || *part_bytes >= bytes_max {
+                    part.more_parts = true;
+                    break;
                 }
             }
+            let size = op.approx_size();
+            total_bytes += size;
+            batch.op_count += 1;
+            let (part, part_bytes) = current.get_or_insert_with(|| {
+                (
+                    UploadTx {
+                        tx: op.tx,
+                        ops: Vec::new(),
+                        more_parts: false,
+                    },
+                    0,
+                )
+            });
+            *part_bytes += size;
+            part.ops.push(op);
         }
-        if let Some(done) = current {
+        if let Some((done, _)) = current {
             batch.txs.push(done);
         }
-        poisoned_groups.extend(poisoned);
-        for (bad_tx, bad_seq, reason) in poisoned_groups {
-            let Some(pos) = batch.txs.iter().position(|(t, _)| *t == bad_tx) else {
-                continue;
-            };
-            let (_, ops) = batch.txs.remove(pos);
-            batch.op_count -= ops.len();
-            for op in ops {
-                batch.undecodable.push((
-                    op.client_seq,
-                    "transaction_rejected",
-                    format!("op {bad_seq} of the same transaction cannot be sent: {reason}"),
-                ));
-            }
-        }
-        batch.undecodable.sort_by_key(|(seq, _, _)| *seq);
     }
     tx.commit()?;
     Ok(batch)
@@ -201,6 +240,25 @@ pub fn reject(
     )?;
     tx.execute("DELETE FROM _burrow_outbox WHERE seq = ?1", [seq as i64])?;
     Ok(Some(info))
+}
+
+/// Marks an op as held by the server until the rest of its transaction arrives.
+pub fn mark_staged(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<()> {
+    tx.prepare_cached("UPDATE _burrow_outbox SET staged = 1 WHERE seq = ?1")?
+        .execute([seq as i64])?;
+    Ok(())
+}
+
+/// The other ops of the local transaction of op `seq` still in the outbox.
+pub fn siblings(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<Vec<u64>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT seq FROM _burrow_outbox WHERE tx = (SELECT tx FROM _burrow_outbox WHERE seq = ?1)
+         AND seq != ?1 ORDER BY seq",
+    )?;
+    let seqs = stmt.query_map([seq as i64], |r| r.get::<_, i64>(0))?;
+    Ok(seqs
+        .map(|s| s.map(|s| s as u64))
+        .collect::<rusqlite::Result<_>>()?)
 }
 
 /// Marks an op acknowledged: it leaves the outbox once the cursor reaches `ack_seq`.

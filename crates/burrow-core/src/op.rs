@@ -144,11 +144,14 @@ pub enum OutcomeKind {
     /// Resolved against concurrent changes: some or all fields lost (recorded in the conflict
     /// log), or the row had been deleted.
     Conflict {
-        /// Columns whose value did not win; all columns when the row was deleted.
+        /// The op's columns whose value did not win (all of them when the row had been deleted;
+        /// empty when the op won and overwrote concurrent values).
         lost: Vec<String>,
         /// Why, in words.
         reason: String,
     },
+    /// Held until the last part of its (large) local transaction arrives.
+    Staged,
     /// Refused permanently (validation, permission); nothing applied.
     Rejected {
         /// Stable machine-readable code, e.g. `unknown_table`.

@@ -108,6 +108,8 @@ pub struct ServerRow {
     pub seq: u64,
     /// Latest HLC among the row's changes.
     pub hlc: Hlc,
+    /// Replica tag of the latest change's author (for a tombstone: who deleted it).
+    pub replica: u64,
     /// Live fields by column name.
     pub fields: BTreeMap<String, StoredField>,
 }
@@ -187,6 +189,7 @@ pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) ->
                     deleted: true,
                     seq,
                     hlc: op.hlc,
+                    replica,
                     fields: BTreeMap::new(),
                 };
                 return AppliedOp {
@@ -218,6 +221,7 @@ pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) ->
                 deleted: true,
                 seq,
                 hlc: row.hlc.max(op.hlc),
+                replica,
                 fields: BTreeMap::new(),
             };
             let outcome = if conflicts.is_empty() {
@@ -235,11 +239,15 @@ pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) ->
             }
         }
         OpKind::Insert | OpKind::Update => {
-            if let Some(row) = current.filter(|r| r.deleted && op.base_seq < r.seq) {
+            // A delete beats writes made without seeing it — unless the deleting device itself
+            // re-creates the row (its own later write is causally after its delete).
+            if let Some(row) =
+                current.filter(|r| r.deleted && op.base_seq < r.seq && r.replica != replica)
+            {
                 let tomb_version = FieldVersion {
                     seq: row.seq,
                     hlc: row.hlc,
-                    replica: 0,
+                    replica: row.replica,
                 };
                 let conflicts = op
                     .fields
@@ -312,6 +320,7 @@ pub fn apply_op(current: Option<&ServerRow>, op: &Op, replica: u64, seq: u64) ->
                 row.deleted = false;
                 row.seq = seq;
                 row.hlc = row.hlc.max(op.hlc);
+                row.replica = replica;
                 Some(row)
             } else {
                 None
@@ -526,6 +535,17 @@ mod tests {
         assert!(up.new_row.is_none());
         assert_eq!(up.conflicts[0].loser, Value::Integer(5));
         assert!(matches!(up.outcome, OutcomeKind::Conflict { .. }));
+    }
+
+    #[test]
+    fn the_deleting_device_may_recreate_the_row_without_having_seen_its_tombstone() {
+        let tomb = apply_op(None, &op(OpKind::Delete, &[], 20, 0), 3, 4)
+            .new_row
+            .unwrap();
+        let same = apply_op(Some(&tomb), &op(OpKind::Insert, &[("x", 1)], 40, 0), 3, 5);
+        assert_eq!(same.outcome, OutcomeKind::Applied);
+        let other = apply_op(Some(&tomb), &op(OpKind::Insert, &[("x", 1)], 40, 0), 2, 5);
+        assert!(matches!(other.outcome, OutcomeKind::Conflict { .. }));
     }
 
     #[test]

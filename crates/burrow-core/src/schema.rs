@@ -512,6 +512,25 @@ impl Schema {
             return Err(invalid("tables", "declare at least one table"));
         }
         let schema = Schema { version, tables };
+        // SQLite names are case-insensitive: `a` and `A` would be the same table or column.
+        let mut seen_tables = std::collections::HashSet::new();
+        for t in schema.tables.values() {
+            if !seen_tables.insert(t.name.to_ascii_lowercase()) {
+                return Err(invalid(
+                    format!("tables.{}", t.name),
+                    "another table has the same name up to letter case",
+                ));
+            }
+            let mut seen_cols = std::collections::HashSet::from([ID_COLUMN.to_string()]);
+            for c in &t.columns {
+                if !seen_cols.insert(c.name.to_ascii_lowercase()) {
+                    return Err(invalid(
+                        format!("tables.{}.columns.{}", t.name, c.name),
+                        "another column has the same name up to letter case",
+                    ));
+                }
+            }
+        }
         for t in schema.tables.values() {
             for c in &t.columns {
                 if let Some(r) = &c.references {
@@ -730,6 +749,19 @@ weight_kg = "real"
             Schema::from_toml_str("version = "),
             Err(SchemaError::Toml(_))
         ));
+    }
+
+    #[test]
+    fn names_differing_only_in_case_are_refused() {
+        let e =
+            Schema::from_toml_str("version = 1\n[tables.t.columns]\nb = \"text\"\nB = \"text\"\n");
+        assert!(e.unwrap_err().to_string().contains("letter case"));
+        let e = Schema::from_toml_str("version = 1\n[tables.t.columns]\nID = \"text\"\n");
+        assert!(e.unwrap_err().to_string().contains("letter case"));
+        let e = Schema::from_toml_str(
+            "version = 1\n[tables.a.columns]\nx = \"text\"\n[tables.A.columns]\nx = \"text\"\n",
+        );
+        assert!(e.unwrap_err().to_string().contains("letter case"));
     }
 
     #[test]

@@ -183,6 +183,7 @@ pub fn server_row_from_parts(
         deleted,
         seq,
         hlc: Hlc(hlc),
+        replica: 0,
         fields: stored
             .fields
             .into_iter()

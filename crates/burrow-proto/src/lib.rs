@@ -109,7 +109,7 @@ mod tests {
         fn frames_round_trip(client_id in ".{0,64}", seqs in proptest::collection::vec(any::<u64>(), 0..20)) {
             let req = v1::SyncRequest {
                 client_id,
-                upload: vec![v1::LocalTx {
+                upload: vec![v1::LocalTx { more_parts: false,
                     tx_id: 1,
                     ops: seqs.iter().map(|s| v1::Op { client_seq: *s, ..Default::default() }).collect(),
                 }],

@@ -136,6 +136,7 @@ fn build_ingest(schema: &Schema, user_id: String, req: &mut v1::SyncRequest) -> 
         .into_iter()
         .map(|ltx| IngestTx {
             tx_id: ltx.tx_id,
+            more_parts: ltx.more_parts,
             ops: ltx
                 .ops
                 .into_iter()
@@ -194,6 +195,11 @@ fn outcome_to_wire(client_seq: u64, o: OutcomeKind) -> v1::OpOutcome {
             .into(),
             message: reason,
             lost_columns: lost,
+        },
+        OutcomeKind::Staged => v1::OpOutcome {
+            client_seq,
+            kind: v1::OutcomeKind::Staged as i32,
+            ..Default::default()
         },
         OutcomeKind::Rejected { code, message } => v1::OpOutcome {
             client_seq,

@@ -22,7 +22,11 @@ fn request(ops: Vec<v1::Op>) -> v1::SyncRequest {
         protocol_version: PROTOCOL_VERSION,
         schema_version: 1,
         client_id: "forged-client".into(),
-        upload: vec![v1::LocalTx { tx_id: 1, ops }],
+        upload: vec![v1::LocalTx {
+            more_parts: false,
+            tx_id: 1,
+            ops,
+        }],
         download: true,
         ..Default::default()
     }
@@ -138,6 +142,7 @@ async fn unknown_table_and_column_are_rejected_per_op() {
             ..Default::default()
         }]);
         r.upload.push(v1::LocalTx {
+            more_parts: false,
             tx_id: 2,
             ops: vec![v1::Op {
                 client_seq: 2,
@@ -156,6 +161,7 @@ async fn unknown_table_and_column_are_rejected_per_op() {
             }],
         });
         r.upload.push(v1::LocalTx {
+            more_parts: false,
             tx_id: 4,
             ops: vec![
                 v1::Op {
@@ -184,6 +190,7 @@ async fn unknown_table_and_column_are_rejected_per_op() {
             ],
         });
         r.upload.push(v1::LocalTx {
+            more_parts: false,
             tx_id: 3,
             ops: vec![v1::Op {
                 client_seq: 3,

@@ -50,12 +50,16 @@ async fn upgrade_adds_tables_and_columns_keeping_rows_and_pending_ops() {
     assert_eq!(r.ops_rejected, 2);
     let st = a.status().unwrap();
     assert_eq!(st.rejected_ops, 2);
-    assert!(
-        st.rejected
-            .iter()
-            .all(|o| o.code == "schema_version_unsupported"),
+    let codes: Vec<&str> = st.rejected.iter().map(|o| o.code.as_str()).collect();
+    assert_eq!(
+        codes,
+        ["schema_version_unsupported", "transaction_rejected"],
         "{:?}",
         st.rejected
+    );
+    assert!(
+        st.rejected[0].message.contains("scans"),
+        "the reason names the table"
     );
     let b = env.client("b");
     env.sync(&b).await;

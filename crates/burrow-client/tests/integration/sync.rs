@@ -224,3 +224,205 @@ async fn initial_sync_of_10000_rows_pages_and_converges() {
         env.server.store().head_seq().await.unwrap()
     );
 }
+
+#[tokio::test]
+async fn a_local_transaction_larger_than_a_request_is_sent_in_parts_and_applied_atomically() {
+    let env = Env::start().await;
+    let opts = burrow_client::ClientOptions {
+        upload_ops_max: 300,
+        ..Default::default()
+    };
+    let a = burrow_client::Client::open_with(env.db("a"), &schema(), None, opts).unwrap();
+    a.write(|tx| {
+        for i in 0..1_000 {
+            tx.execute(
+                "INSERT INTO routes(id, day) VALUES (?1, 'mon')",
+                [format!("r{i:04}")],
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    // The first three parts are held; nothing is visible to others until the last arrives.
+    let b = env.client("b");
+    let stop_after = StopAfter {
+        inner: env.transport("ann"),
+        left: AtomicUsize::new(3),
+    };
+    assert!(a.sync(&stop_after).await.is_err());
+    env.sync(&b).await;
+    assert!(
+        rows(&b, "SELECT id FROM routes").is_empty(),
+        "staged parts are not visible"
+    );
+    assert_eq!(
+        a.status().unwrap().pending_ops,
+        1_000,
+        "staged ops stay in the outbox"
+    );
+    let r = env.sync(&a).await;
+    assert_eq!(r.ops_acked, 1_000);
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+    env.sync(&b).await;
+    assert_eq!(rows(&b, "SELECT count(*) AS n FROM routes")[0]["n"], 1_000);
+}
+
+#[tokio::test]
+async fn a_lost_response_to_the_last_part_still_acknowledges_every_part() {
+    let env = Env::start().await;
+    let opts = burrow_client::ClientOptions {
+        upload_ops_max: 100,
+        ..Default::default()
+    };
+    let a = burrow_client::Client::open_with(env.db("a"), &schema(), None, opts).unwrap();
+    a.write(|tx| {
+        for i in 0..250 {
+            tx.execute("INSERT INTO routes(id) VALUES (?1)", [format!("r{i:04}")])?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    // Parts 1 and 2 are staged; the response to part 3 (which applies all) is lost.
+    let drop_third = DropNth {
+        inner: env.transport("ann"),
+        n: 3,
+        seen: AtomicUsize::new(0),
+    };
+    assert!(a.sync(&drop_third).await.is_err());
+    let r = env.sync(&a).await;
+    assert_eq!(
+        r.ops_acked, 250,
+        "the resent last part answers for all parts"
+    );
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+    for seq in [1, 150, 250] {
+        assert_eq!(
+            env.server
+                .store()
+                .op_effect_count(a.client_id(), seq)
+                .unwrap(),
+            1
+        );
+    }
+}
+
+/// Forwards `left` requests, then fails every request.
+struct StopAfter {
+    inner: burrow_client::HttpTransport,
+    left: AtomicUsize,
+}
+
+impl burrow_client::Transport for StopAfter {
+    async fn sync(
+        &self,
+        req: burrow_proto::v1::SyncRequest,
+    ) -> Result<
+        (burrow_proto::v1::SyncResponse, burrow_client::TrafficStats),
+        burrow_client::TransportError,
+    > {
+        use std::sync::atomic::Ordering;
+        if self.left.load(Ordering::SeqCst) == 0 {
+            return Err(burrow_client::TransportError::Network("offline".into()));
+        }
+        self.left.fetch_sub(1, Ordering::SeqCst);
+        self.inner.sync(req).await
+    }
+}
+
+/// Forwards every request but loses the response to the `n`-th one.
+struct DropNth {
+    inner: burrow_client::HttpTransport,
+    n: usize,
+    seen: AtomicUsize,
+}
+
+impl burrow_client::Transport for DropNth {
+    async fn sync(
+        &self,
+        req: burrow_proto::v1::SyncRequest,
+    ) -> Result<
+        (burrow_proto::v1::SyncResponse, burrow_client::TrafficStats),
+        burrow_client::TransportError,
+    > {
+        use std::sync::atomic::Ordering;
+        let out = self.inner.sync(req).await?;
+        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
+            return Err(burrow_client::TransportError::Network(
+                "response lost".into(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[tokio::test]
+async fn a_row_deleted_during_a_multi_page_initial_sync_is_deleted_on_the_new_device() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.write(|tx| {
+        for i in 0..500 {
+            tx.execute(
+                "INSERT INTO routes(id, day) VALUES (?1, 'mon')",
+                [format!("r{i:04}")],
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    env.sync(&a).await;
+    let opts = burrow_client::ClientOptions {
+        page_bytes_max: 2_000,
+        ..Default::default()
+    };
+    let b = burrow_client::Client::open_with(env.db("b"), &schema(), None, opts).unwrap();
+    let one_page = StopAfter {
+        inner: env.transport("ann"),
+        left: AtomicUsize::new(1),
+    };
+    assert!(b.sync(&one_page).await.is_err());
+    assert_eq!(
+        rows(&b, "SELECT id FROM routes WHERE id = 'r0000'").len(),
+        1,
+        "got page 1"
+    );
+    assert!(b.cursor().unwrap().is_paging());
+    a.execute("DELETE FROM routes WHERE id = 'r0000'").unwrap();
+    env.sync(&a).await;
+    env.sync(&b).await;
+    assert!(rows(&b, "SELECT id FROM routes WHERE id = 'r0000'").is_empty());
+    assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
+}
+
+#[tokio::test]
+async fn a_deleted_id_can_be_created_again() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    let b = env.client("b");
+    a.execute("INSERT INTO routes(id, day) VALUES ('r1', 'mon')")
+        .unwrap();
+    env.sync(&a).await;
+    // Offline: delete and re-create in two transactions before syncing.
+    a.execute("DELETE FROM routes WHERE id = 'r1'").unwrap();
+    a.execute("INSERT INTO routes(id, day) VALUES ('r1', 'tue')")
+        .unwrap();
+    env.sync(&a).await;
+    env.sync(&b).await;
+    assert_eq!(
+        rows(&b, "SELECT day FROM routes"),
+        vec![serde_json::json!({"day": "tue"})]
+    );
+    // Delete synced everywhere, then another device re-creates the id after seeing it.
+    a.execute("DELETE FROM routes WHERE id = 'r1'").unwrap();
+    env.sync(&a).await;
+    env.sync(&b).await;
+    assert!(rows(&b, "SELECT * FROM routes").is_empty());
+    b.execute("INSERT INTO routes(id, day) VALUES ('r1', 'wed')")
+        .unwrap();
+    env.sync(&b).await;
+    env.sync(&a).await;
+    assert_eq!(
+        rows(&a, "SELECT day FROM routes"),
+        vec![serde_json::json!({"day": "wed"})]
+    );
+    assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
+}

@@ -30,6 +30,8 @@ pub struct IngestTx {
     pub tx_id: u64,
     /// Its ops in client order.
     pub ops: Vec<IngestOp>,
+    /// More parts of this transaction follow in later requests: hold these ops.
+    pub more_parts: bool,
 }
 
 /// An authenticated upload.

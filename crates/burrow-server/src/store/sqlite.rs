@@ -2,14 +2,18 @@
 //! `synchronous=FULL` so an acknowledged op survives power loss.
 
 use super::{
-    ConflictLogEntry, IngestRequest, IngestResult, IngestTx, Page, PullRequest, ServerStore,
+    ConflictLogEntry, IngestOp, IngestRequest, IngestResult, IngestTx, Page, PullRequest,
+    ServerStore,
 };
 use crate::error::StoreError;
+use crate::validate::Rejection;
 use burrow_core::resolve::{ConflictRecord, ServerRow, apply_op, replica_tag};
 use burrow_core::{Cursor, OutcomeKind};
+use burrow_proto::convert::{op_from_wire, op_to_wire};
 use burrow_proto::convert::{
     server_row_from_parts, stored_fields_to_bytes, value_from_bytes, value_to_bytes,
 };
+use prost::Message;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -30,6 +34,7 @@ CREATE TABLE IF NOT EXISTS rows (
   seq INTEGER NOT NULL,
   deleted INTEGER NOT NULL,
   hlc INTEGER NOT NULL,
+  replica INTEGER NOT NULL,
   fields BLOB NOT NULL,
   PRIMARY KEY (tbl, id)
 ) WITHOUT ROWID;
@@ -37,6 +42,7 @@ CREATE INDEX IF NOT EXISTS rows_by_seq ON rows(seq);
 CREATE TABLE IF NOT EXISTS ops (
   node INTEGER NOT NULL,
   client_seq INTEGER NOT NULL,
+  tx_id INTEGER NOT NULL,
   payload_hash INTEGER NOT NULL,
   tbl TEXT NOT NULL,
   row_id TEXT NOT NULL,
@@ -45,6 +51,15 @@ CREATE TABLE IF NOT EXISTS ops (
   message TEXT NOT NULL,
   lost TEXT NOT NULL,
   PRIMARY KEY (node, client_seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ops_by_tx ON ops(node, tx_id);
+CREATE TABLE IF NOT EXISTS staged (
+  node INTEGER NOT NULL,
+  tx_id INTEGER NOT NULL,
+  client_seq INTEGER NOT NULL,
+  payload_hash INTEGER NOT NULL,
+  op BLOB NOT NULL,
+  PRIMARY KEY (node, tx_id, client_seq)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS conflicts (
   id INTEGER PRIMARY KEY,
@@ -138,20 +153,25 @@ fn read_row(
     table: &str,
     row_id: &str,
 ) -> Result<Option<ServerRow>, StoreError> {
-    let raw: Option<(bool, i64, i64, Vec<u8>)> = tx
-        .prepare_cached("SELECT deleted, seq, hlc, fields FROM rows WHERE tbl = ?1 AND id = ?2")?
+    let raw: Option<(bool, i64, i64, i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT deleted, seq, hlc, replica, fields FROM rows WHERE tbl = ?1 AND id = ?2",
+        )?
         .query_row(params![table, row_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    raw.map(|(deleted, seq, hlc, fields)| {
-        server_row_from_parts(deleted, seq as u64, hlc as u64, &fields).map_err(|source| {
-            StoreError::Corrupt {
-                table: table.into(),
-                row_id: row_id.into(),
-                source,
-            }
-        })
+    raw.map(|(deleted, seq, hlc, replica, fields)| {
+        let mut row =
+            server_row_from_parts(deleted, seq as u64, hlc as u64, &fields).map_err(|source| {
+                StoreError::Corrupt {
+                    table: table.into(),
+                    row_id: row_id.into(),
+                    source,
+                }
+            })?;
+        row.replica = replica as u64;
+        Ok(row)
     })
     .transpose()
 }
@@ -199,63 +219,141 @@ fn outcome_from_stored(outcome: i64, message: String, lost: String) -> OutcomeKi
     }
 }
 
-/// Ingests one local transaction inside a savepoint; returns its outcomes.
+/// The recorded outcome of an op id, if the op was already applied: `(hash, outcome)`.
+fn recorded(
+    tx: &rusqlite::Transaction<'_>,
+    node: i64,
+    client_seq: u64,
+) -> Result<Option<(u64, OutcomeKind)>, StoreError> {
+    let stored: Option<(i64, i64, String, String)> = tx
+        .prepare_cached(
+            "SELECT payload_hash, outcome, message, lost FROM ops WHERE node = ?1 AND client_seq = ?2",
+        )?
+        .query_row(params![node, client_seq as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    Ok(stored.map(|(hash, o, m, l)| (hash as u64, outcome_from_stored(o, m, l))))
+}
+
+/// Every op of a local transaction is refused, naming the op that caused it.
+fn reject_all(ops: &[IngestOp], bad_seq: u64, why: &str) -> Vec<(u64, OutcomeKind)> {
+    ops.iter()
+        .map(|o| {
+            let (code, message) = match &o.op {
+                Err(r) if o.client_seq == bad_seq => (r.code.to_string(), r.message.clone()),
+                _ => (
+                    "transaction_rejected".to_string(),
+                    format!("op {bad_seq} of the same transaction was rejected: {why}"),
+                ),
+            };
+            (o.client_seq, OutcomeKind::Rejected { code, message })
+        })
+        .collect()
+}
+
+/// Holds the ops of a non-final part of a local transaction until its last part arrives.
+fn stage_part(
+    tx: &rusqlite::Transaction<'_>,
+    node: i64,
+    ltx: &IngestTx,
+) -> Result<Vec<(u64, OutcomeKind)>, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO staged(node, tx_id, client_seq, payload_hash, op) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    let mut outcomes = Vec::with_capacity(ltx.ops.len());
+    for o in &ltx.ops {
+        if let Ok(op) = &o.op {
+            stmt.execute(params![
+                node,
+                ltx.tx_id as i64,
+                o.client_seq as i64,
+                o.payload_hash as i64,
+                op_to_wire(op).encode_to_vec()
+            ])?;
+        }
+        outcomes.push((o.client_seq, OutcomeKind::Staged));
+    }
+    Ok(outcomes)
+}
+
+/// Takes (and deletes) the staged parts of a local transaction, in client order.
+fn take_staged(
+    tx: &rusqlite::Transaction<'_>,
+    node: i64,
+    tx_id: u64,
+) -> Result<Vec<IngestOp>, StoreError> {
+    let mut out = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT client_seq, payload_hash, op FROM staged WHERE node = ?1 AND tx_id = ?2 ORDER BY client_seq",
+        )?;
+        let mut rows = stmt.query(params![node, tx_id as i64])?;
+        while let Some(r) = rows.next()? {
+            let client_seq = r.get::<_, i64>(0)? as u64;
+            let payload_hash = r.get::<_, i64>(1)? as u64;
+            let blob = r.get_ref(2)?.as_blob().map_err(rusqlite::Error::from)?;
+            let wire =
+                burrow_proto::v1::Op::decode(blob).map_err(|source| StoreError::Corrupt {
+                    table: "staged".into(),
+                    row_id: client_seq.to_string(),
+                    source,
+                })?;
+            let op =
+                op_from_wire(wire, tx_id).map_err(|e| Rejection::new("invalid_op", e.to_string()));
+            out.push(IngestOp {
+                client_seq,
+                payload_hash,
+                op,
+            });
+        }
+    }
+    if !out.is_empty() {
+        tx.prepare_cached("DELETE FROM staged WHERE node = ?1 AND tx_id = ?2")?
+            .execute(params![node, tx_id as i64])?;
+    }
+    Ok(out)
+}
+
+/// Applies one complete local transaction (all its ops, staged parts included); returns the
+/// outcome of every op. All-or-nothing: any refused op refuses the whole transaction.
 fn ingest_tx(
     tx: &rusqlite::Transaction<'_>,
     node: i64,
     replica: u64,
-    ltx: &IngestTx,
+    tx_id: u64,
+    ops: &[IngestOp],
     head: &mut u64,
     now_ms: u64,
 ) -> Result<Vec<(u64, OutcomeKind)>, StoreError> {
-    // A transaction with any invalid op is refused whole: it must apply all-or-nothing.
-    if let Some((bad_seq, bad)) = ltx
-        .ops
+    if let Some((bad_seq, bad)) = ops
         .iter()
         .find_map(|o| o.op.as_ref().err().map(|r| (o.client_seq, r)))
     {
-        return Ok(ltx
-            .ops
-            .iter()
-            .map(|o| {
-                let (code, message) = match &o.op {
-                    Err(r) => (r.code.to_string(), r.message.clone()),
-                    Ok(_) => (
-                        "transaction_rejected".to_string(),
-                        format!(
-                            "op {bad_seq} of the same transaction was rejected: {}",
-                            bad.message
-                        ),
-                    ),
-                };
-                (o.client_seq, OutcomeKind::Rejected { code, message })
-            })
-            .collect());
+        return Ok(reject_all(ops, bad_seq, &bad.message));
     }
-    let mut outcomes = Vec::with_capacity(ltx.ops.len());
+    let mut outcomes = Vec::with_capacity(ops.len());
     let mut fresh = Vec::new();
-    for o in &ltx.ops {
-        let stored: Option<(i64, i64, String, String)> = tx
-            .prepare_cached(
-                "SELECT payload_hash, outcome, message, lost FROM ops WHERE node = ?1 AND client_seq = ?2",
-            )?
-            .query_row(params![node, o.client_seq as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .optional()?;
-        match stored {
-            Some((hash, _, _, _)) if hash as u64 != o.payload_hash => outcomes.push((
-                o.client_seq,
-                OutcomeKind::Rejected {
-                    code: "op_id_reused".into(),
-                    message: format!(
-                        "op id {} was already used for a different change",
-                        o.client_seq
-                    ),
-                },
-            )),
-            Some((_, outcome, message, lost)) => {
-                outcomes.push((o.client_seq, outcome_from_stored(outcome, message, lost)));
+    let mut any_duplicate = false;
+    for o in ops {
+        match recorded(tx, node, o.client_seq)? {
+            Some((hash, _)) if hash != o.payload_hash => {
+                let why = format!(
+                    "op id {} was already used for a different change",
+                    o.client_seq
+                );
+                let mut all = reject_all(ops, o.client_seq, &why);
+                if let Some(entry) = all.iter_mut().find(|(s, _)| *s == o.client_seq) {
+                    entry.1 = OutcomeKind::Rejected {
+                        code: "op_id_reused".into(),
+                        message: why,
+                    };
+                }
+                return Ok(all);
+            }
+            Some((_, outcome)) => {
+                any_duplicate = true;
+                outcomes.push((o.client_seq, outcome));
             }
             None => {
                 outcomes.push((o.client_seq, OutcomeKind::Applied));
@@ -271,9 +369,9 @@ fn ingest_tx(
         let recorded_seq = if let Some(row) = &applied.new_row {
             *head = seq;
             tx.prepare_cached(
-                "INSERT INTO rows(tbl, id, seq, deleted, hlc, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                "INSERT INTO rows(tbl, id, seq, deleted, hlc, replica, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
                  ON CONFLICT(tbl, id) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,
-                   hlc = excluded.hlc, fields = excluded.fields",
+                   hlc = excluded.hlc, replica = excluded.replica, fields = excluded.fields",
             )?
             .execute(params![
                 op.table,
@@ -281,6 +379,7 @@ fn ingest_tx(
                 row.seq as i64,
                 row.deleted,
                 row.hlc.0 as i64,
+                row.replica as i64,
                 stored_fields_to_bytes(row)
             ])?;
             seq
@@ -291,19 +390,19 @@ fn ingest_tx(
             insert_conflict(tx, *head, &op.table, &op.row_id, c, now_ms)?;
         }
         let (code, message, lost) = match &applied.outcome {
-            OutcomeKind::Applied => (OUTCOME_APPLIED, String::new(), String::new()),
             OutcomeKind::Conflict { lost, reason } => {
                 (OUTCOME_CONFLICT, reason.clone(), lost.join(","))
             }
-            OutcomeKind::Rejected { .. } => (OUTCOME_APPLIED, String::new(), String::new()),
+            _ => (OUTCOME_APPLIED, String::new(), String::new()),
         };
         tx.prepare_cached(
-            "INSERT INTO ops(node, client_seq, payload_hash, tbl, row_id, seq, outcome, message, lost)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO ops(node, client_seq, tx_id, payload_hash, tbl, row_id, seq, outcome, message, lost)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             node,
             o.client_seq as i64,
+            tx_id as i64,
             o.payload_hash as i64,
             op.table,
             op.row_id,
@@ -314,6 +413,19 @@ fn ingest_tx(
         ])?;
         if let Some(entry) = outcomes.get_mut(slot) {
             entry.1 = applied.outcome;
+        }
+    }
+    if any_duplicate {
+        // A resent last part: also answer for the parts applied with it earlier.
+        let mut stmt = tx.prepare_cached(
+            "SELECT client_seq, outcome, message, lost FROM ops WHERE node = ?1 AND tx_id = ?2 ORDER BY client_seq",
+        )?;
+        let mut rows = stmt.query(params![node, tx_id as i64])?;
+        while let Some(r) = rows.next()? {
+            let seq = r.get::<_, i64>(0)? as u64;
+            if !outcomes.iter().any(|(s, _)| *s == seq) {
+                outcomes.push((seq, outcome_from_stored(r.get(1)?, r.get(2)?, r.get(3)?)));
+            }
         }
     }
     Ok(outcomes)
@@ -358,7 +470,24 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
     for ltx in &req.txs {
         // Any storage error aborts the whole request (the transaction rolls back on drop):
         // the client retries it, and nothing is half-applied.
-        let mut o = ingest_tx(&tx, node, replica, ltx, &mut head, req.now_ms)?;
+        let invalid = ltx
+            .ops
+            .iter()
+            .find_map(|o| o.op.as_ref().err().map(|r| (o.client_seq, r)));
+        let mut o = match (ltx.more_parts, invalid) {
+            (true, None) => stage_part(&tx, node, ltx)?,
+            (true, Some((bad_seq, bad))) => {
+                // A bad op in an early part refuses the staged parts too.
+                let mut all = take_staged(&tx, node, ltx.tx_id)?;
+                all.extend(ltx.ops.iter().cloned());
+                reject_all(&all, bad_seq, &bad.message)
+            }
+            (false, _) => {
+                let mut all = take_staged(&tx, node, ltx.tx_id)?;
+                all.extend(ltx.ops.iter().cloned());
+                ingest_tx(&tx, node, replica, ltx.tx_id, &all, &mut head, req.now_ms)?
+            }
+        };
         outcomes.append(&mut o);
     }
     tx.execute(
@@ -397,8 +526,10 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
             let seq = r.get::<_, i64>(2)? as u64;
             let deleted: bool = r.get(3)?;
             last = seq;
-            if deleted && since == 0 {
-                continue; // a fresh client never had it
+            if deleted && since == 0 && after == 0 {
+                // The first page of an initial sync: the client never had the row. (On later
+                // pages the row may have been sent live on an earlier page, so tombstones go.)
+                continue;
             }
             let blob = r.get_ref(5)?.as_blob().map_err(rusqlite::Error::from)?;
             bytes += blob.len() + table.len() + id.len() + 16;
