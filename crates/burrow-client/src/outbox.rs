@@ -167,11 +167,12 @@ pub fn read_batch(
                     break;
                 }
             }
-            if let Some((part, part_bytes)) = &mut current {
-                if part.ops.len() >= ops_max || *part_bytes >= bytes_max {
-                    part.more_parts = true;
-                    break;
-                }
+            if let Some((part, _)) = current
+                .as_mut()
+                .filter(|(part, bytes)| part.ops.len() >= ops_max || *bytes >= bytes_max)
+            {
+                part.more_parts = true;
+                break;
             }
             let size = op.approx_size();
             total_bytes += size;
