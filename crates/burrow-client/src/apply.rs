@@ -93,49 +93,102 @@ fn delete_visible(tx: &Transaction<'_>, table: &Table, row_id: &str) -> Result<(
     Ok(())
 }
 
-/// Sets `values` on the visible row; when the row does not exist and `insert` holds, inserts
-/// it with `insert` as its full set of values.
+/// Appends `name` quoted as an SQL identifier.
+fn push_ident(sql: &mut String, name: &str) {
+    sql.push('"');
+    for ch in name.chars() {
+        if ch == '"' {
+            sql.push('"');
+        }
+        sql.push(ch);
+    }
+    sql.push('"');
+}
+
+fn bind<'a>(row_id: &'a &'a str, values: &'a [SqlParam<'a>]) -> Vec<&'a dyn rusqlite::ToSql> {
+    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(values.len() + 1);
+    params.push(row_id);
+    params.extend(values.iter().map(|p| p as &dyn rusqlite::ToSql));
+    params
+}
+
+/// `UPDATE` of some columns of an existing visible row; returns rows changed (0 or 1).
+fn update_visible(
+    tx: &Transaction<'_>,
+    table: &Table,
+    row_id: &str,
+    values: &[(&str, &Value)],
+) -> Result<usize> {
+    if values.is_empty() {
+        return Ok(0);
+    }
+    let mut sql = String::with_capacity(64 + values.len() * 24);
+    sql.push_str("UPDATE ");
+    push_ident(&mut sql, &table.name);
+    sql.push_str(" SET ");
+    for (i, (c, _)) in values.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        push_ident(&mut sql, c);
+        sql.push_str(&format!(" = ?{}", i + 2));
+    }
+    sql.push_str(" WHERE \"id\" = ?1");
+    let wrapped: Vec<SqlParam<'_>> = values.iter().map(|(_, v)| SqlParam(v)).collect();
+    Ok(tx
+        .prepare_cached(&sql)?
+        .execute(bind(&row_id, &wrapped).as_slice())?)
+}
+
+/// Inserts the visible row with `values`; if it exists, sets those columns (an upsert).
 fn upsert_visible(
     tx: &Transaction<'_>,
     table: &Table,
     row_id: &str,
     values: &[(&str, &Value)],
-    insert: Option<&[(&str, &Value)]>,
 ) -> Result<()> {
-    let mut updated = 0;
-    if !values.is_empty() {
-        let sets: Vec<String> = values
-            .iter()
-            .enumerate()
-            .map(|(i, (c, _))| format!("{} = ?{}", q(c), i + 2))
-            .collect();
-        let sql = format!(
-            "UPDATE {} SET {} WHERE \"id\" = ?1",
-            q(&table.name),
-            sets.join(", ")
-        );
-        let mut params: Vec<&dyn rusqlite::ToSql> = vec![&row_id];
-        let wrapped: Vec<SqlParam<'_>> = values.iter().map(|(_, v)| SqlParam(v)).collect();
-        params.extend(wrapped.iter().map(|p| p as &dyn rusqlite::ToSql));
-        updated = tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    let mut sql = String::with_capacity(96 + values.len() * 40);
+    sql.push_str("INSERT INTO ");
+    push_ident(&mut sql, &table.name);
+    sql.push_str(" (\"id\"");
+    for (c, _) in values {
+        sql.push_str(", ");
+        push_ident(&mut sql, c);
     }
-    if let (0, Some(all)) = (updated, insert) {
-        {
-            let cols: Vec<String> = std::iter::once("\"id\"".to_string())
-                .chain(all.iter().map(|(c, _)| q(c)))
-                .collect();
-            let marks: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-            let sql = format!(
-                "INSERT OR IGNORE INTO {} ({}) VALUES ({})",
-                q(&table.name),
-                cols.join(", "),
-                marks.join(", ")
-            );
-            let mut params: Vec<&dyn rusqlite::ToSql> = vec![&row_id];
-            let wrapped: Vec<SqlParam<'_>> = all.iter().map(|(_, v)| SqlParam(v)).collect();
-            params.extend(wrapped.iter().map(|p| p as &dyn rusqlite::ToSql));
-            tx.prepare_cached(&sql)?.execute(params.as_slice())?;
+    sql.push_str(") VALUES (?1");
+    for i in 0..values.len() {
+        sql.push_str(&format!(", ?{}", i + 2));
+    }
+    sql.push_str(") ON CONFLICT(\"id\") DO ");
+    if values.is_empty() {
+        sql.push_str("NOTHING");
+    } else {
+        sql.push_str("UPDATE SET ");
+        for (i, (c, _)) in values.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            push_ident(&mut sql, c);
+            sql.push_str(" = excluded.");
+            push_ident(&mut sql, c);
         }
+    }
+    let wrapped: Vec<SqlParam<'_>> = values.iter().map(|(_, v)| SqlParam(v)).collect();
+    tx.prepare_cached(&sql)?
+        .execute(bind(&row_id, &wrapped).as_slice())?;
+    Ok(())
+}
+
+/// Sets `values` on the visible row; when the row does not exist, inserts it with `all`.
+fn write_columns(
+    tx: &Transaction<'_>,
+    table: &Table,
+    row_id: &str,
+    values: &[(&str, &Value)],
+    all: &[(&str, &Value)],
+) -> Result<()> {
+    if update_visible(tx, table, row_id, values)? == 0 {
+        upsert_visible(tx, table, row_id, all)?;
     }
     Ok(())
 }
@@ -182,7 +235,7 @@ pub fn write_visible(
                 .map(|f| (c.name.as_str(), &f.value))
         })
         .collect();
-    upsert_visible(tx, table, row_id, &values, Some(&all))
+    write_columns(tx, table, row_id, &values, &all)
 }
 
 /// Applies one downloaded row change: merges it into the shadow (a field only moves forward
@@ -202,7 +255,9 @@ pub fn apply_change(
         }
         return Ok(());
     }
-    let mut row = read_shadow(tx, &change.table, &change.row_id)?.unwrap_or_default();
+    let shadow = read_shadow(tx, &change.table, &change.row_id)?;
+    let known_before = shadow.is_some();
+    let mut row = shadow.unwrap_or_default();
     let mut changed: Vec<&str> = Vec::new();
     for f in &change.fields {
         let newer = row
@@ -247,7 +302,12 @@ pub fn apply_change(
         .filter(|(c, _)| visible(c))
         .map(|(c, f)| (c.as_str(), &f.value))
         .collect();
-    upsert_visible(tx, table, &change.row_id, &values, Some(&all))
+    if known_before {
+        write_columns(tx, table, &change.row_id, &values, &all)
+    } else {
+        // A row new to this device: one upsert (it exists locally only if the app created it).
+        upsert_visible(tx, table, &change.row_id, &all)
+    }
 }
 
 /// Restores the visible row to the server-confirmed state for `columns` (all when `None`)

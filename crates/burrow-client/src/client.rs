@@ -15,6 +15,19 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+/// A sync request on its way.
+type InFlight<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = std::result::Result<
+                    (v1::SyncResponse, crate::transport::TrafficStats),
+                    crate::transport::TransportError,
+                >,
+            > + Send
+            + 'a,
+    >,
+>;
+
 /// Default upper bound on one downloaded page (uncompressed).
 pub const PAGE_BYTES_MAX: u32 = 4 << 20;
 
@@ -377,56 +390,83 @@ impl Client {
         result
     }
 
+    fn request(&self, batch: &outbox::Batch, cursor: Cursor) -> v1::SyncRequest {
+        v1::SyncRequest {
+            protocol_version: PROTOCOL_VERSION,
+            schema_version: self.schema.version,
+            client_id: self.client_id.clone(),
+            device_time_ms: self.now_ms(),
+            upload: batch
+                .txs
+                .iter()
+                .map(|t| v1::LocalTx {
+                    tx_id: t.tx,
+                    ops: t.ops.iter().map(op_to_wire).collect(),
+                    more_parts: t.more_parts,
+                })
+                .collect(),
+            cursor: Some(v1::Cursor {
+                since: cursor.since,
+                after: cursor.after,
+            }),
+            page_bytes_max: self.options.page_bytes_max,
+            download: true,
+        }
+    }
+
     async fn sync_inner<T: Transport>(&self, transport: &T) -> Result<SyncReport> {
         let mut report = SyncReport::default();
+        // While a multi-page download is applied, the next page is already requested.
+        let mut prefetch: Option<InFlight<'_>> = None;
         loop {
-            let (batch, cursor) = {
-                let mut conn = lock(&self.conn);
-                let batch = outbox::read_batch(
-                    &mut conn,
-                    &self.schema,
-                    self.options.upload_ops_max,
-                    self.options.upload_bytes_max,
-                )?;
-                if let Some(u) = &batch.unsendable {
-                    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                    tx.execute("UPDATE _burrow_local SET applying = 1 WHERE id = 1", [])?;
-                    report.ops_rejected +=
-                        self.reject_with_transaction(&tx, u.seq, u.code, &u.reason)?;
-                    tx.execute("UPDATE _burrow_local SET applying = 0 WHERE id = 1", [])?;
-                    tx.commit()?;
-                    continue;
+            let (batch, in_flight) = match prefetch.take() {
+                Some(f) => (outbox::Batch::default(), f),
+                None => {
+                    let mut conn = lock(&self.conn);
+                    let batch = outbox::read_batch(
+                        &mut conn,
+                        &self.schema,
+                        self.options.upload_ops_max,
+                        self.options.upload_bytes_max,
+                    )?;
+                    if let Some(u) = &batch.unsendable {
+                        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                        tx.execute("UPDATE _burrow_local SET applying = 1 WHERE id = 1", [])?;
+                        report.ops_rejected +=
+                            self.reject_with_transaction(&tx, u.seq, u.code, &u.reason)?;
+                        tx.execute("UPDATE _burrow_local SET applying = 0 WHERE id = 1", [])?;
+                        tx.commit()?;
+                        continue;
+                    }
+                    drop(conn);
+                    let req = self.request(&batch, self.cursor()?);
+                    let f: InFlight<'_> = Box::pin(transport.sync(req));
+                    (batch, f)
                 }
-                drop(conn);
-                (batch, self.cursor()?)
             };
-            let req = v1::SyncRequest {
-                protocol_version: PROTOCOL_VERSION,
-                schema_version: self.schema.version,
-                client_id: self.client_id.clone(),
-                device_time_ms: self.now_ms(),
-                upload: batch
-                    .txs
-                    .iter()
-                    .map(|t| v1::LocalTx {
-                        tx_id: t.tx,
-                        ops: t.ops.iter().map(op_to_wire).collect(),
-                        more_parts: t.more_parts,
-                    })
-                    .collect(),
-                cursor: Some(v1::Cursor {
-                    since: cursor.since,
-                    after: cursor.after,
-                }),
-                page_bytes_max: self.options.page_bytes_max,
-                download: true,
-            };
-            let (resp, traffic) = transport.sync(req).await?;
+            let (resp, traffic) = in_flight.await?;
             report.requests += 1;
             report.ops_sent += batch.op_count as u64;
             report.bytes_up += traffic.bytes_up;
             report.bytes_down += traffic.bytes_down;
             let more = resp.more;
+            if let (true, Some(c)) = (more, resp.cursor) {
+                let next = self.request(
+                    &outbox::Batch::default(),
+                    Cursor {
+                        since: c.since,
+                        after: c.after,
+                    },
+                );
+                let mut f: InFlight<'_> = Box::pin(transport.sync(next));
+                // Poll once so the request is on its way while this page is applied.
+                let early =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(f.as_mut().poll(cx))).await;
+                prefetch = Some(match early {
+                    std::task::Poll::Ready(done) => Box::pin(std::future::ready(done)),
+                    std::task::Poll::Pending => f,
+                });
+            }
             let answered = self.apply_response(resp, &mut report)?;
             if batch.op_count > 0 && answered == 0 {
                 return Err(Error::Protocol(

@@ -128,6 +128,42 @@ pub fn row_change_to_wire(c: &RowChange) -> v1::RowChange {
     }
 }
 
+/// Domain row change → wire row change, consuming it (no copies of values).
+pub fn row_change_into_wire(c: RowChange) -> v1::RowChange {
+    let seq = c.seq;
+    v1::RowChange {
+        table: c.table,
+        row_id: c.row_id,
+        seq,
+        deleted: c.deleted,
+        fields: c
+            .fields
+            .into_iter()
+            .map(|f| v1::Field {
+                column: f.column,
+                value: Some(value_into_wire(f.value)),
+                seq: if f.seq == seq { 0 } else { f.seq },
+            })
+            .collect(),
+        hlc: c.hlc.0,
+    }
+}
+
+/// Domain value → wire value, consuming it.
+pub fn value_into_wire(v: Value) -> v1::Value {
+    use v1::value::Kind;
+    let kind = match v {
+        Value::Null => None,
+        Value::Integer(i) => Some(Kind::Integer(i)),
+        Value::Real(f) => Some(Kind::Real(f)),
+        Value::Text(s) => Some(Kind::Text(s)),
+        Value::Bool(b) => Some(Kind::Boolean(b)),
+        Value::Blob(b) => Some(Kind::Blob(b)),
+        Value::Json(s) => Some(Kind::Json(s)),
+    };
+    v1::Value { kind }
+}
+
 /// Wire row change → domain row change.
 pub fn row_change_from_wire(c: v1::RowChange) -> RowChange {
     let seq = c.seq;

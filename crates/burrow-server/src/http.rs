@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use burrow_core::{Cursor, OutcomeKind, Schema};
-use burrow_proto::convert::{op_from_wire, op_to_wire, row_change_to_wire};
+use burrow_proto::convert::{op_from_wire, op_to_wire, row_change_into_wire};
 use burrow_proto::{CONTENT_TYPE, PROTOCOL_VERSION, decode_frame, encode_frame, v1};
 use prost::Message;
 use std::sync::Arc;
@@ -304,7 +304,7 @@ async fn sync<S: ServerStore>(
                 page_bytes_max,
             })
             .await?;
-        resp.changes = page.changes.iter().map(row_change_to_wire).collect();
+        resp.changes = page.changes.into_iter().map(row_change_into_wire).collect();
         resp.cursor = Some(v1::Cursor {
             since: page.cursor.since,
             after: page.cursor.after,

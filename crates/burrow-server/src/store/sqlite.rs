@@ -7,8 +7,9 @@ use super::{
 };
 use crate::error::StoreError;
 use crate::validate::Rejection;
+use burrow_core::op::ChangedField;
 use burrow_core::resolve::{ConflictRecord, ServerRow, apply_op, replica_tag};
-use burrow_core::{Cursor, OutcomeKind};
+use burrow_core::{Cursor, OutcomeKind, RowChange};
 use burrow_proto::convert::{op_from_wire, op_to_wire};
 use burrow_proto::convert::{
     server_row_from_parts, stored_fields_to_bytes, value_from_bytes, value_to_bytes,
@@ -501,6 +502,43 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
     })
 }
 
+/// Builds the change sent for a stored row, moving decoded values instead of cloning them:
+/// this is the hot path of every download.
+fn row_change_from_stored(
+    table: String,
+    row_id: String,
+    seq: u64,
+    deleted: bool,
+    hlc: u64,
+    fields: &[u8],
+    since: u64,
+) -> Result<RowChange, StoreError> {
+    let stored =
+        burrow_proto::v1::StoredRow::decode(fields).map_err(|source| StoreError::Corrupt {
+            table: table.clone(),
+            row_id: row_id.clone(),
+            source,
+        })?;
+    let fields = stored
+        .fields
+        .into_iter()
+        .filter(|f| f.seq > since)
+        .map(|f| ChangedField {
+            column: f.column,
+            value: burrow_proto::convert::value_from_wire(f.value),
+            seq: f.seq,
+        })
+        .collect();
+    Ok(RowChange {
+        table,
+        row_id,
+        seq,
+        deleted,
+        fields,
+        hlc: burrow_core::Hlc(hlc),
+    })
+}
+
 fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreError> {
     let tx = conn.transaction()?;
     let head = tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| {
@@ -533,13 +571,9 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
             }
             let blob = r.get_ref(5)?.as_blob().map_err(rusqlite::Error::from)?;
             bytes += blob.len() + table.len() + id.len() + 16;
-            let row = server_row_from_parts(deleted, seq, r.get::<_, i64>(4)? as u64, blob)
-                .map_err(|source| StoreError::Corrupt {
-                    table: table.clone(),
-                    row_id: id.clone(),
-                    source,
-                })?;
-            changes.push(row.changes_since(&table, &id, since));
+            let hlc = r.get::<_, i64>(4)? as u64;
+            let change = row_change_from_stored(table, id, seq, deleted, hlc, blob, since)?;
+            changes.push(change);
         }
     }
     let cursor = if more {
