@@ -329,6 +329,100 @@ pub fn restore_visible(
     }
 }
 
+/// What the client learnt from the server's verdict on one of its own ops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnResult {
+    /// Table of the op.
+    pub table: String,
+    /// Row of the op.
+    pub row_id: String,
+    /// Columns whose value in the shadow is newer than the op's own change (a later change
+    /// from elsewhere already arrived): the visible row must show the shadow for them.
+    pub stale_columns: BTreeSet<String>,
+}
+
+/// Records in the shadow the values an op made on the server: its columns except `lost`, at
+/// sequence `change_seq` (never over a newer field). A delete removes the shadow row.
+/// Returns `None` when the op is no longer in the outbox (or was only staged).
+pub fn record_own_result(
+    tx: &Transaction<'_>,
+    schema: &Schema,
+    client_seq: u64,
+    change_seq: u64,
+    lost: &[String],
+) -> Result<Option<OwnResult>> {
+    type OutboxRow = (String, String, i64, Option<String>, Option<i64>);
+    let found: Option<OutboxRow> = tx
+        .prepare_cached(
+            "SELECT tbl, row_id, kind, data, ack_seq FROM _burrow_outbox WHERE seq = ?1",
+        )?
+        .query_row([client_seq as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?;
+    let Some((table, row_id, kind, data, ack_seq)) = found else {
+        return Ok(None);
+    };
+    if ack_seq.is_some() {
+        return Ok(None);
+    }
+    let mut own = OwnResult {
+        table,
+        row_id,
+        stale_columns: BTreeSet::new(),
+    };
+    if kind == burrow_core::OpKind::Delete.code() {
+        tx.prepare_cached("DELETE FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2")?
+            .execute(params![own.table, own.row_id])?;
+        return Ok(Some(own));
+    }
+    if change_seq == 0 {
+        return Ok(Some(own));
+    }
+    let Some(t) = schema.table(&own.table) else {
+        return Ok(Some(own));
+    };
+    let obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(data.as_deref().unwrap_or("{}"))
+            .map_err(|e| Error::Corrupt(format!("outbox data of op {client_seq}: {e}")))?;
+    let mut row = read_shadow(tx, &own.table, &own.row_id)?.unwrap_or_default();
+    for (column, json) in obj {
+        if lost.contains(&column) {
+            continue;
+        }
+        let Some(col) = t.column(&column) else {
+            continue;
+        };
+        let newer_known = row
+            .fields
+            .get(&column)
+            .is_some_and(|f| f.version.seq > change_seq);
+        if newer_known {
+            own.stale_columns.insert(column);
+            continue;
+        }
+        let value = crate::sql_value::from_trigger_json(col.ty, &json).ok_or_else(|| {
+            Error::Corrupt(format!(
+                "outbox data of op {client_seq}: bad value for {column}"
+            ))
+        })?;
+        row.fields.insert(
+            column,
+            StoredField {
+                value,
+                version: FieldVersion {
+                    seq: change_seq,
+                    hlc: Hlc::ZERO,
+                    replica: 0,
+                },
+            },
+        );
+    }
+    row.seq = row.seq.max(change_seq);
+    write_shadow(tx, &own.table, &own.row_id, &row)?;
+    Ok(Some(own))
+}
+
 /// Removes acknowledged ops whose results the cursor now covers, and shows the server's
 /// resolved values for the fields they had overridden. Returns how many ops settled.
 pub fn settle(tx: &Transaction<'_>, schema: &Schema, applied_through: u64) -> Result<u64> {

@@ -411,6 +411,7 @@ impl Client {
             }),
             page_bytes_max: self.options.page_bytes_max,
             download: true,
+            include_own_changes: false,
         }
     }
 
@@ -535,22 +536,41 @@ impl Client {
         for o in &resp.outcomes {
             answered += 1;
             match v1::OutcomeKind::try_from(o.kind) {
-                Ok(v1::OutcomeKind::Applied) => {
-                    if outbox::acknowledge(&tx, o.client_seq, resp.ack_seq)? {
-                        report.ops_acked += 1;
-                    }
-                }
-                Ok(v1::OutcomeKind::Conflict) => {
-                    if outbox::acknowledge(&tx, o.client_seq, resp.ack_seq)? {
-                        report.ops_acked += 1;
-                        if !o.lost_columns.is_empty() {
-                            report.conflicts += 1;
-                            tx.execute(
-                                "INSERT INTO _burrow_conflicts(client_seq, tbl, row_id, lost_columns, message, data, at_ms)
-                                 SELECT seq, tbl, row_id, ?2, ?3, data, ?4 FROM _burrow_outbox WHERE seq = ?1",
-                                params![o.client_seq as i64, o.lost_columns.join(","), o.message, self.now_ms() as i64],
+                Ok(kind @ (v1::OutcomeKind::Applied | v1::OutcomeKind::Conflict)) => {
+                    let Some(own) = apply::record_own_result(
+                        &tx,
+                        &self.schema,
+                        o.client_seq,
+                        o.seq,
+                        &o.lost_columns,
+                    )?
+                    else {
+                        continue; // already handled (a duplicate outcome)
+                    };
+                    report.ops_acked += 1;
+                    if o.lost_columns.is_empty() {
+                        // The server holds exactly this op's values (now in the shadow): done.
+                        outbox::remove(&tx, o.client_seq)?;
+                        report.ops_settled += 1;
+                        let table = self.schema.table(&own.table);
+                        if let Some(table) = table.filter(|_| !own.stale_columns.is_empty()) {
+                            apply::restore_visible(
+                                &tx,
+                                table,
+                                &own.row_id,
+                                Some(&own.stale_columns),
                             )?;
                         }
+                    } else {
+                        // Lost fields: the winners are shown once the cursor covers ack_seq.
+                        outbox::acknowledge(&tx, o.client_seq, resp.ack_seq)?;
+                        debug_assert_eq!(kind, v1::OutcomeKind::Conflict);
+                        report.conflicts += 1;
+                        tx.execute(
+                            "INSERT INTO _burrow_conflicts(client_seq, tbl, row_id, lost_columns, message, data, at_ms)
+                             SELECT seq, tbl, row_id, ?2, ?3, data, ?4 FROM _burrow_outbox WHERE seq = ?1",
+                            params![o.client_seq as i64, o.lost_columns.join(","), o.message, self.now_ms() as i64],
+                        )?;
                     }
                 }
                 Ok(v1::OutcomeKind::Rejected) => {

@@ -262,6 +262,13 @@ pub fn siblings(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<Vec<u64>> {
         .collect::<rusqlite::Result<_>>()?)
 }
 
+/// Removes a settled op from the outbox.
+pub fn remove(tx: &rusqlite::Transaction<'_>, seq: u64) -> Result<()> {
+    tx.prepare_cached("DELETE FROM _burrow_outbox WHERE seq = ?1")?
+        .execute([seq as i64])?;
+    Ok(())
+}
+
 /// Marks an op acknowledged: it leaves the outbox once the cursor reaches `ack_seq`.
 pub fn acknowledge(tx: &rusqlite::Transaction<'_>, seq: u64, ack_seq: u64) -> Result<bool> {
     let n = tx

@@ -195,6 +195,7 @@ fn outcome_to_wire(client_seq: u64, o: OutcomeKind) -> v1::OpOutcome {
             .into(),
             message: reason,
             lost_columns: lost,
+            seq: 0,
         },
         OutcomeKind::Staged => v1::OpOutcome {
             client_seq,
@@ -207,6 +208,7 @@ fn outcome_to_wire(client_seq: u64, o: OutcomeKind) -> v1::OpOutcome {
             code,
             message,
             lost_columns: vec![],
+            seq: 0,
         },
     }
 }
@@ -276,7 +278,10 @@ async fn sync<S: ServerStore>(
         outcomes = result
             .outcomes
             .into_iter()
-            .map(|(s, o)| outcome_to_wire(s, o))
+            .map(|(s, o, seq)| v1::OpOutcome {
+                seq,
+                ..outcome_to_wire(s, o)
+            })
             .collect();
     }
     let mut resp = v1::SyncResponse {
@@ -300,6 +305,8 @@ async fn sync<S: ServerStore>(
         let page = state
             .store
             .pull(PullRequest {
+                exclude_replica: (!req.include_own_changes)
+                    .then(|| burrow_core::resolve::replica_tag(&req.client_id)),
                 cursor,
                 page_bytes_max,
             })

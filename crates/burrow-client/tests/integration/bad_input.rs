@@ -28,6 +28,7 @@ fn request(ops: Vec<v1::Op>) -> v1::SyncRequest {
             ops,
         }],
         download: true,
+        include_own_changes: true,
         ..Default::default()
     }
 }

@@ -17,6 +17,10 @@ async fn two_devices_round_trip_every_type() {
     let ra = env.sync(&a).await;
     assert_eq!(ra.ops_acked, 2);
     assert_eq!(
+        ra.changes_received, 0,
+        "the server does not echo a client's own writes"
+    );
+    assert_eq!(
         a.status().unwrap().pending_ops,
         0,
         "acked ops leave the outbox"

@@ -50,8 +50,9 @@ pub struct IngestRequest {
 /// The store's answer to an upload.
 #[derive(Debug, Clone)]
 pub struct IngestResult {
-    /// `(client_seq, outcome)` for every op, in request order.
-    pub outcomes: Vec<(u64, OutcomeKind)>,
+    /// `(client_seq, outcome, change seq)` for every op, in request order; the change seq is
+    /// the sequence of the change the op made (0 when it changed nothing).
+    pub outcomes: Vec<(u64, OutcomeKind, u64)>,
     /// The head sequence after the commit: a client whose cursor reaches it holds the
     /// results of all these ops.
     pub head_seq: u64,
@@ -64,6 +65,9 @@ pub struct PullRequest {
     pub cursor: Cursor,
     /// Upper bound on the page's uncompressed size.
     pub page_bytes_max: usize,
+    /// Leave out fields (and tombstones) last written by this replica: the client learnt
+    /// them from its ops' outcomes. `None` sends everything.
+    pub exclude_replica: Option<u64>,
 }
 
 /// One page of changes.

@@ -220,25 +220,29 @@ fn outcome_from_stored(outcome: i64, message: String, lost: String) -> OutcomeKi
     }
 }
 
-/// The recorded outcome of an op id, if the op was already applied: `(hash, outcome)`.
+/// The recorded outcome of an op id, if the op was already applied:
+/// `(hash, outcome, change seq)`.
 fn recorded(
     tx: &rusqlite::Transaction<'_>,
     node: i64,
     client_seq: u64,
-) -> Result<Option<(u64, OutcomeKind)>, StoreError> {
-    let stored: Option<(i64, i64, String, String)> = tx
+) -> Result<Option<(u64, OutcomeKind, u64)>, StoreError> {
+    let stored: Option<(i64, i64, String, String, i64)> = tx
         .prepare_cached(
-            "SELECT payload_hash, outcome, message, lost FROM ops WHERE node = ?1 AND client_seq = ?2",
+            "SELECT payload_hash, outcome, message, lost, seq FROM ops WHERE node = ?1 AND client_seq = ?2",
         )?
         .query_row(params![node, client_seq as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    Ok(stored.map(|(hash, o, m, l)| (hash as u64, outcome_from_stored(o, m, l))))
+    Ok(stored.map(|(hash, o, m, l, seq)| (hash as u64, outcome_from_stored(o, m, l), seq as u64)))
 }
 
+/// `(client_seq, outcome, sequence of the change the op made or 0)`.
+type OpResult = (u64, OutcomeKind, u64);
+
 /// Every op of a local transaction is refused, naming the op that caused it.
-fn reject_all(ops: &[IngestOp], bad_seq: u64, why: &str) -> Vec<(u64, OutcomeKind)> {
+fn reject_all(ops: &[IngestOp], bad_seq: u64, why: &str) -> Vec<OpResult> {
     ops.iter()
         .map(|o| {
             let (code, message) = match &o.op {
@@ -248,7 +252,7 @@ fn reject_all(ops: &[IngestOp], bad_seq: u64, why: &str) -> Vec<(u64, OutcomeKin
                     format!("op {bad_seq} of the same transaction was rejected: {why}"),
                 ),
             };
-            (o.client_seq, OutcomeKind::Rejected { code, message })
+            (o.client_seq, OutcomeKind::Rejected { code, message }, 0)
         })
         .collect()
 }
@@ -258,7 +262,7 @@ fn stage_part(
     tx: &rusqlite::Transaction<'_>,
     node: i64,
     ltx: &IngestTx,
-) -> Result<Vec<(u64, OutcomeKind)>, StoreError> {
+) -> Result<Vec<OpResult>, StoreError> {
     let mut stmt = tx.prepare_cached(
         "INSERT OR REPLACE INTO staged(node, tx_id, client_seq, payload_hash, op) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
@@ -273,7 +277,7 @@ fn stage_part(
                 op_to_wire(op).encode_to_vec()
             ])?;
         }
-        outcomes.push((o.client_seq, OutcomeKind::Staged));
+        outcomes.push((o.client_seq, OutcomeKind::Staged, 0));
     }
     Ok(outcomes)
 }
@@ -326,7 +330,7 @@ fn ingest_tx(
     ops: &[IngestOp],
     head: &mut u64,
     now_ms: u64,
-) -> Result<Vec<(u64, OutcomeKind)>, StoreError> {
+) -> Result<Vec<OpResult>, StoreError> {
     if let Some((bad_seq, bad)) = ops
         .iter()
         .find_map(|o| o.op.as_ref().err().map(|r| (o.client_seq, r)))
@@ -338,13 +342,13 @@ fn ingest_tx(
     let mut any_duplicate = false;
     for o in ops {
         match recorded(tx, node, o.client_seq)? {
-            Some((hash, _)) if hash != o.payload_hash => {
+            Some((hash, _, _)) if hash != o.payload_hash => {
                 let why = format!(
                     "op id {} was already used for a different change",
                     o.client_seq
                 );
                 let mut all = reject_all(ops, o.client_seq, &why);
-                if let Some(entry) = all.iter_mut().find(|(s, _)| *s == o.client_seq) {
+                if let Some(entry) = all.iter_mut().find(|(s, _, _)| *s == o.client_seq) {
                     entry.1 = OutcomeKind::Rejected {
                         code: "op_id_reused".into(),
                         message: why,
@@ -352,12 +356,12 @@ fn ingest_tx(
                 }
                 return Ok(all);
             }
-            Some((_, outcome)) => {
+            Some((_, outcome, change_seq)) => {
                 any_duplicate = true;
-                outcomes.push((o.client_seq, outcome));
+                outcomes.push((o.client_seq, outcome, change_seq));
             }
             None => {
-                outcomes.push((o.client_seq, OutcomeKind::Applied));
+                outcomes.push((o.client_seq, OutcomeKind::Applied, 0));
                 fresh.push((outcomes.len() - 1, o));
             }
         }
@@ -414,18 +418,24 @@ fn ingest_tx(
         ])?;
         if let Some(entry) = outcomes.get_mut(slot) {
             entry.1 = applied.outcome;
+            entry.2 = recorded_seq;
         }
     }
     if any_duplicate {
         // A resent last part: also answer for the parts applied with it earlier.
         let mut stmt = tx.prepare_cached(
-            "SELECT client_seq, outcome, message, lost FROM ops WHERE node = ?1 AND tx_id = ?2 ORDER BY client_seq",
+            "SELECT client_seq, outcome, message, lost, seq FROM ops WHERE node = ?1 AND tx_id = ?2 ORDER BY client_seq",
         )?;
         let mut rows = stmt.query(params![node, tx_id as i64])?;
         while let Some(r) = rows.next()? {
             let seq = r.get::<_, i64>(0)? as u64;
-            if !outcomes.iter().any(|(s, _)| *s == seq) {
-                outcomes.push((seq, outcome_from_stored(r.get(1)?, r.get(2)?, r.get(3)?)));
+            if !outcomes.iter().any(|(s, _, _)| *s == seq) {
+                let change_seq = r.get::<_, i64>(4)? as u64;
+                outcomes.push((
+                    seq,
+                    outcome_from_stored(r.get(1)?, r.get(2)?, r.get(3)?),
+                    change_seq,
+                ));
             }
         }
     }
@@ -502,41 +512,79 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
     })
 }
 
-/// Builds the change sent for a stored row, moving decoded values instead of cloning them:
-/// this is the hot path of every download.
-fn row_change_from_stored(
+/// A row as read from the `rows` table, before decoding its fields.
+struct StoredRowRef<'a> {
     table: String,
     row_id: String,
     seq: u64,
     deleted: bool,
     hlc: u64,
-    fields: &[u8],
+    replica: u64,
+    fields: &'a [u8],
+}
+
+/// Builds the change sent for a stored row, moving decoded values instead of cloning them
+/// (this is the hot path of every download). Returns `None` when everything the client would
+/// get is its own writes, which it already knows.
+fn row_change_from_stored(
+    row: StoredRowRef<'_>,
     since: u64,
-) -> Result<RowChange, StoreError> {
+    exclude_replica: Option<u64>,
+) -> Result<Option<RowChange>, StoreError> {
+    let StoredRowRef {
+        table,
+        row_id,
+        seq,
+        deleted,
+        hlc,
+        replica,
+        fields,
+    } = row;
+    let own = |r: u64| Some(r) == exclude_replica;
+    if deleted {
+        let change = RowChange {
+            table,
+            row_id,
+            seq,
+            deleted,
+            fields: vec![],
+            hlc: burrow_core::Hlc(hlc),
+        };
+        return Ok((!own(replica)).then_some(change));
+    }
     let stored =
         burrow_proto::v1::StoredRow::decode(fields).map_err(|source| StoreError::Corrupt {
             table: table.clone(),
             row_id: row_id.clone(),
             source,
         })?;
-    let fields = stored
+    let mut excluded = 0usize;
+    let fields: Vec<ChangedField> = stored
         .fields
         .into_iter()
         .filter(|f| f.seq > since)
+        .filter(|f| {
+            let mine = own(f.replica);
+            excluded += usize::from(mine);
+            !mine
+        })
         .map(|f| ChangedField {
             column: f.column,
             value: burrow_proto::convert::value_from_wire(f.value),
             seq: f.seq,
         })
         .collect();
-    Ok(RowChange {
+    if fields.is_empty() && (excluded > 0 || own(replica)) {
+        return Ok(None);
+    }
+    Ok(Some(RowChange {
         table,
         row_id,
         seq,
         deleted,
         fields,
         hlc: burrow_core::Hlc(hlc),
-    })
+    }))
 }
 
 fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreError> {
@@ -551,7 +599,7 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
     let mut more = false;
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT tbl, id, seq, deleted, hlc, fields FROM rows WHERE seq > ?1 ORDER BY seq",
+            "SELECT tbl, id, seq, deleted, hlc, fields, replica FROM rows WHERE seq > ?1 ORDER BY seq",
         )?;
         let mut rows = stmt.query([after as i64])?;
         while let Some(r) = rows.next()? {
@@ -572,8 +620,19 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
             let blob = r.get_ref(5)?.as_blob().map_err(rusqlite::Error::from)?;
             bytes += blob.len() + table.len() + id.len() + 16;
             let hlc = r.get::<_, i64>(4)? as u64;
-            let change = row_change_from_stored(table, id, seq, deleted, hlc, blob, since)?;
-            changes.push(change);
+            let replica = r.get::<_, i64>(6)? as u64;
+            let stored = StoredRowRef {
+                table,
+                row_id: id,
+                seq,
+                deleted,
+                hlc,
+                replica,
+                fields: blob,
+            };
+            if let Some(change) = row_change_from_stored(stored, since, req.exclude_replica)? {
+                changes.push(change);
+            }
         }
     }
     let cursor = if more {
