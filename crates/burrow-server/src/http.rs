@@ -271,6 +271,17 @@ async fn sync<S: ServerStore>(
     }
     let mut outcomes = Vec::new();
     let mut ack_seq = 0;
+    if op_count == 0 {
+        // Uploads bind the client id inside the ingest transaction; a download-only request
+        // must not read under another user's client id either.
+        let owner = state.store.client_owner(&req.client_id).await?;
+        if owner.is_some_and(|o| o != claims.sub) {
+            return Err(StoreError::ClientBound {
+                client_id: req.client_id.clone(),
+            }
+            .into());
+        }
+    }
     if op_count > 0 {
         let ingest = build_ingest(&state.schema, claims.sub.clone(), &mut req);
         let result = state.store.ingest(ingest).await?;

@@ -264,4 +264,11 @@ async fn a_client_id_cannot_be_replayed_by_another_user() {
     assert_eq!(s, 200);
     let (s, b) = post(&env, Some(&env.token("eve")), body).await;
     assert_eq!((s, b["code"].as_str()), (403, Some("client_id_bound")));
+    let download_only = encode_frame(&request(vec![])).unwrap();
+    let (s, b) = post(&env, Some(&env.token("eve")), download_only).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (403, Some("client_id_bound")),
+        "reads are bound too"
+    );
 }

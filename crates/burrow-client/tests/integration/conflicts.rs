@@ -158,10 +158,14 @@ async fn a_lost_ack_followed_by_a_later_remote_write_converges_to_the_later_writ
         inner: env.transport("ann"),
         drop_responses: std::sync::atomic::AtomicUsize::new(1),
     };
-    assert!(a.sync(&lossy).await.is_err(), "applied on the server, ack lost");
+    assert!(
+        a.sync(&lossy).await.is_err(),
+        "applied on the server, ack lost"
+    );
     env.sync(&b).await;
     std::thread::sleep(std::time::Duration::from_millis(3));
-    b.execute("UPDATE shipments SET status = 'from-b-later'").unwrap();
+    b.execute("UPDATE shipments SET status = 'from-b-later'")
+        .unwrap();
     env.sync(&b).await;
     let r = env.sync(&a).await;
     assert_eq!(r.ops_acked, 1, "the re-sent op gets its recorded outcome");
@@ -169,5 +173,11 @@ async fn a_lost_ack_followed_by_a_later_remote_write_converges_to_the_later_writ
     assert_eq!(rows(&a, "SELECT status FROM shipments"), expected);
     assert_eq!(rows(&b, "SELECT status FROM shipments"), expected);
     assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
-    assert_eq!(env.server.store().op_effect_count(a.client_id(), 2).unwrap(), 1);
+    assert_eq!(
+        env.server
+            .store()
+            .op_effect_count(a.client_id(), 2)
+            .unwrap(),
+        1
+    );
 }

@@ -115,6 +115,12 @@ pub trait ServerStore: Send + Sync + 'static {
     /// Reads one page of changes after the cursor.
     fn pull(&self, req: PullRequest) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
+    /// The user a client id is bound to (the first user that uploaded with it), if any.
+    fn client_owner(
+        &self,
+        client_id: &str,
+    ) -> impl Future<Output = Result<Option<String>, StoreError>> + Send;
+
     /// The latest committed sequence.
     fn head_seq(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 

@@ -657,6 +657,19 @@ impl ServerStore for SqliteServerStore {
         Self::blocking(self.reader.clone(), move |c| pull_blocking(c, req)).await
     }
 
+    async fn client_owner(&self, client_id: &str) -> Result<Option<String>, StoreError> {
+        let client_id = client_id.to_string();
+        Self::blocking(self.reader.clone(), move |c| {
+            Ok(c.query_row(
+                "SELECT user_id FROM clients WHERE client_id = ?1",
+                [client_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     async fn head_seq(&self) -> Result<u64, StoreError> {
         Self::blocking(self.reader.clone(), |c| {
             Ok(
