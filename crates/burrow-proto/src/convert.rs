@@ -19,17 +19,7 @@ pub enum ConvertError {
 
 /// Domain value → wire value.
 pub fn value_to_wire(v: &Value) -> v1::Value {
-    use v1::value::Kind;
-    let kind = match v {
-        Value::Null => None,
-        Value::Integer(i) => Some(Kind::Integer(*i)),
-        Value::Real(f) => Some(Kind::Real(*f)),
-        Value::Text(s) => Some(Kind::Text(s.clone())),
-        Value::Bool(b) => Some(Kind::Boolean(*b)),
-        Value::Blob(b) => Some(Kind::Blob(b.clone())),
-        Value::Json(s) => Some(Kind::Json(s.clone())),
-    };
-    v1::Value { kind }
+    value_into_wire(v.clone())
 }
 
 /// Wire value → domain value (`None` and an unset value are NULL).
@@ -108,27 +98,8 @@ pub fn op_from_wire(op: v1::Op, tx: u64) -> Result<Op, ConvertError> {
     })
 }
 
-/// Domain row change → wire row change; field sequences equal to the row's are sent as 0.
-pub fn row_change_to_wire(c: &RowChange) -> v1::RowChange {
-    v1::RowChange {
-        table: c.table.clone(),
-        row_id: c.row_id.clone(),
-        seq: c.seq,
-        deleted: c.deleted,
-        fields: c
-            .fields
-            .iter()
-            .map(|f| v1::Field {
-                column: f.column.clone(),
-                value: Some(value_to_wire(&f.value)),
-                seq: if f.seq == c.seq { 0 } else { f.seq },
-            })
-            .collect(),
-        hlc: c.hlc.0,
-    }
-}
-
-/// Domain row change → wire row change, consuming it (no copies of values).
+/// Domain row change → wire row change, consuming it (no copies of values); field
+/// sequences equal to the row's are sent as 0.
 pub fn row_change_into_wire(c: RowChange) -> v1::RowChange {
     let seq = c.seq;
     v1::RowChange {
@@ -292,7 +263,7 @@ mod tests {
             ],
             hlc: Hlc(77),
         };
-        let wire = row_change_to_wire(&c);
+        let wire = row_change_into_wire(c.clone());
         assert_eq!(wire.fields[0].seq, 0);
         assert_eq!(row_change_from_wire(wire), c);
     }

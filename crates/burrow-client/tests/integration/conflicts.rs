@@ -154,10 +154,7 @@ async fn a_lost_ack_followed_by_a_later_remote_write_converges_to_the_later_writ
     let env = Env::start().await;
     let (a, b) = shared_row(&env).await;
     a.execute("UPDATE shipments SET status = 'from-a'").unwrap();
-    let lossy = LossyTransport {
-        inner: env.transport("ann"),
-        drop_responses: std::sync::atomic::AtomicUsize::new(1),
-    };
+    let lossy = Faulty::new(&env, Fault::LoseResponse(1));
     assert!(
         a.sync(&lossy).await.is_err(),
         "applied on the server, ack lost"

@@ -90,23 +90,54 @@ pub fn rows(c: &Client, sql: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Forwards to HTTP, but throws away the first `drop_responses` responses after the server
-/// has processed them (a response lost on the way back).
-pub struct LossyTransport {
-    pub inner: HttpTransport,
-    pub drop_responses: AtomicUsize,
+/// What a [`Faulty`] transport does to the exchanges passing through it.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// The server processes the request but the response to the `n`-th request (1-based) is
+    /// lost on the way back.
+    LoseResponse(usize),
+    /// The first `n` requests go through; then the network is gone.
+    OfflineAfter(usize),
+    /// Uploads are held back (removed from requests): only downloads go through.
+    HoldUploads,
 }
 
-impl Transport for LossyTransport {
+/// Forwards to HTTP with one injected fault.
+pub struct Faulty {
+    pub inner: HttpTransport,
+    pub fault: Fault,
+    pub requests: AtomicUsize,
+}
+
+impl Faulty {
+    pub fn new(env: &Env, fault: Fault) -> Faulty {
+        Faulty {
+            inner: env.transport("ann"),
+            fault,
+            requests: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl Transport for Faulty {
     async fn sync(
         &self,
-        req: v1::SyncRequest,
+        mut req: v1::SyncRequest,
     ) -> Result<(v1::SyncResponse, TrafficStats), TransportError> {
-        let out = self.inner.sync(req).await?;
-        if self.drop_responses.load(Ordering::SeqCst) > 0 {
-            self.drop_responses.fetch_sub(1, Ordering::SeqCst);
-            return Err(TransportError::Network("response lost".into()));
+        let n = self.requests.fetch_add(1, Ordering::SeqCst) + 1;
+        match self.fault {
+            Fault::OfflineAfter(k) if n > k => {
+                return Err(TransportError::Network("offline".into()));
+            }
+            Fault::HoldUploads => req.upload.clear(),
+            _ => {}
         }
-        Ok(out)
+        let out = self.inner.sync(req).await?;
+        match self.fault {
+            Fault::LoseResponse(k) if n == k => {
+                Err(TransportError::Network("response lost".into()))
+            }
+            _ => Ok(out),
+        }
     }
 }

@@ -1,6 +1,5 @@
 use crate::harness::*;
 use burrow_server::ServerStore;
-use std::sync::atomic::AtomicUsize;
 
 #[tokio::test]
 async fn two_devices_round_trip_every_type() {
@@ -88,7 +87,7 @@ async fn pending_local_edit_stays_visible_after_a_download() {
         .unwrap();
     env.sync(&a).await;
     // The upload is held back (no outcome), the download still applies.
-    let held = b.sync(&UploadNothing(env.transport("ann"))).await;
+    let held = b.sync(&Faulty::new(&env, Fault::HoldUploads)).await;
     assert!(held.is_err(), "no outcome for the held upload");
     assert_eq!(b.status().unwrap().pending_ops, 1);
     assert_eq!(
@@ -98,32 +97,13 @@ async fn pending_local_edit_stays_visible_after_a_download() {
     );
 }
 
-/// A transport that strips uploads, to model a download that happens while uploads wait.
-struct UploadNothing(burrow_client::HttpTransport);
-
-impl burrow_client::Transport for UploadNothing {
-    async fn sync(
-        &self,
-        mut req: burrow_proto::v1::SyncRequest,
-    ) -> Result<
-        (burrow_proto::v1::SyncResponse, burrow_client::TrafficStats),
-        burrow_client::TransportError,
-    > {
-        req.upload.clear();
-        self.0.sync(req).await
-    }
-}
-
 #[tokio::test]
 async fn a_batch_resent_after_a_lost_response_is_applied_once() {
     let env = Env::start().await;
     let a = env.client("a");
     a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 1); INSERT INTO shipments(id, pieces) VALUES ('s2', 2);")
         .unwrap();
-    let lossy = LossyTransport {
-        inner: env.transport("ann"),
-        drop_responses: AtomicUsize::new(1),
-    };
+    let lossy = Faulty::new(&env, Fault::LoseResponse(1));
     assert!(a.sync(&lossy).await.is_err(), "the response was lost");
     assert_eq!(
         a.status().unwrap().pending_ops,
@@ -165,10 +145,7 @@ async fn client_killed_between_server_commit_and_local_ack_loses_and_duplicates_
         let a = env.client("a");
         a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 1)")
             .unwrap();
-        let lossy = LossyTransport {
-            inner: env.transport("ann"),
-            drop_responses: AtomicUsize::new(1),
-        };
+        let lossy = Faulty::new(&env, Fault::LoseResponse(1));
         let _ = a.sync(&lossy).await;
         a.client_id().to_string()
         // The client is dropped here: the process "died" before applying the response.
@@ -249,10 +226,7 @@ async fn a_local_transaction_larger_than_a_request_is_sent_in_parts_and_applied_
     .unwrap();
     // The first three parts are held; nothing is visible to others until the last arrives.
     let b = env.client("b");
-    let stop_after = StopAfter {
-        inner: env.transport("ann"),
-        left: AtomicUsize::new(3),
-    };
+    let stop_after = Faulty::new(&env, Fault::OfflineAfter(3));
     assert!(a.sync(&stop_after).await.is_err());
     env.sync(&b).await;
     assert!(
@@ -287,11 +261,7 @@ async fn a_lost_response_to_the_last_part_still_acknowledges_every_part() {
     })
     .unwrap();
     // Parts 1 and 2 are staged; the response to part 3 (which applies all) is lost.
-    let drop_third = DropNth {
-        inner: env.transport("ann"),
-        n: 3,
-        seen: AtomicUsize::new(0),
-    };
+    let drop_third = Faulty::new(&env, Fault::LoseResponse(3));
     assert!(a.sync(&drop_third).await.is_err());
     let r = env.sync(&a).await;
     assert_eq!(
@@ -307,55 +277,6 @@ async fn a_lost_response_to_the_last_part_still_acknowledges_every_part() {
                 .unwrap(),
             1
         );
-    }
-}
-
-/// Forwards `left` requests, then fails every request.
-struct StopAfter {
-    inner: burrow_client::HttpTransport,
-    left: AtomicUsize,
-}
-
-impl burrow_client::Transport for StopAfter {
-    async fn sync(
-        &self,
-        req: burrow_proto::v1::SyncRequest,
-    ) -> Result<
-        (burrow_proto::v1::SyncResponse, burrow_client::TrafficStats),
-        burrow_client::TransportError,
-    > {
-        use std::sync::atomic::Ordering;
-        if self.left.load(Ordering::SeqCst) == 0 {
-            return Err(burrow_client::TransportError::Network("offline".into()));
-        }
-        self.left.fetch_sub(1, Ordering::SeqCst);
-        self.inner.sync(req).await
-    }
-}
-
-/// Forwards every request but loses the response to the `n`-th one.
-struct DropNth {
-    inner: burrow_client::HttpTransport,
-    n: usize,
-    seen: AtomicUsize,
-}
-
-impl burrow_client::Transport for DropNth {
-    async fn sync(
-        &self,
-        req: burrow_proto::v1::SyncRequest,
-    ) -> Result<
-        (burrow_proto::v1::SyncResponse, burrow_client::TrafficStats),
-        burrow_client::TransportError,
-    > {
-        use std::sync::atomic::Ordering;
-        let out = self.inner.sync(req).await?;
-        if self.seen.fetch_add(1, Ordering::SeqCst) + 1 == self.n {
-            return Err(burrow_client::TransportError::Network(
-                "response lost".into(),
-            ));
-        }
-        Ok(out)
     }
 }
 
@@ -379,10 +300,7 @@ async fn a_row_deleted_during_a_multi_page_initial_sync_is_deleted_on_the_new_de
         ..Default::default()
     };
     let b = burrow_client::Client::open_with(env.db("b"), &schema(), None, opts).unwrap();
-    let one_page = StopAfter {
-        inner: env.transport("ann"),
-        left: AtomicUsize::new(1),
-    };
+    let one_page = Faulty::new(&env, Fault::OfflineAfter(1));
     assert!(b.sync(&one_page).await.is_err());
     assert_eq!(
         rows(&b, "SELECT id FROM routes WHERE id = 'r0000'").len(),
