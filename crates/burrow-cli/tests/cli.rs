@@ -134,11 +134,13 @@ fn quickstart_two_clients_through_a_server_process() {
         "--db",
         b,
         "query",
-        "SELECT id, status FROM shipments",
+        "SELECT status, id FROM shipments",
         "--json",
     ])))
     .unwrap();
-    assert_eq!(rows, serde_json::json!([{"id": "s1", "status": "loaded"}]));
+    assert_eq!(rows, serde_json::json!([{"status": "loaded", "id": "s1"}]));
+    let keys: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["status", "id"], "keys keep the SELECT order");
     let st: serde_json::Value =
         serde_json::from_str(&stdout(&burrow(&["client", "--db", a, "status", "--json"]))).unwrap();
     assert_eq!(st["pending_ops"], 0);

@@ -7,7 +7,7 @@
 //! concurrent write is a conflict and must be logged by the caller.
 
 use crate::hlc::Hlc;
-use crate::op::{ChangedField, Op, OpKind, OutcomeKind, RowChange};
+use crate::op::{Op, OpKind, OutcomeKind};
 use crate::value::Value;
 use std::collections::BTreeMap;
 
@@ -112,29 +112,6 @@ pub struct ServerRow {
     pub replica: u64,
     /// Live fields by column name.
     pub fields: BTreeMap<String, StoredField>,
-}
-
-impl ServerRow {
-    /// The fields changed after `since` (all of them when `since` is 0), as sent to a client.
-    pub fn changes_since(&self, table: &str, row_id: &str, since: u64) -> RowChange {
-        RowChange {
-            table: table.to_string(),
-            row_id: row_id.to_string(),
-            seq: self.seq,
-            deleted: self.deleted,
-            fields: self
-                .fields
-                .iter()
-                .filter(|(_, f)| f.version.seq > since)
-                .map(|(c, f)| ChangedField {
-                    column: c.clone(),
-                    value: f.value.clone(),
-                    seq: f.version.seq,
-                })
-                .collect(),
-            hlc: self.hlc,
-        }
-    }
 }
 
 /// A value that lost a conflict, for the conflict log.
