@@ -216,3 +216,44 @@ fn demo_passes_and_reports_json() {
     assert_eq!(report["duplicates"], 0);
     assert_eq!(report["converged"], true);
 }
+
+#[test]
+fn several_processes_write_the_same_database_without_locked_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.toml");
+    std::fs::write(&schema, SCHEMA).unwrap();
+    let db = dir.path().join("shared.db");
+    let (db, s) = (db.to_str().unwrap(), schema.to_str().unwrap());
+    stdout(&burrow(&["client", "--db", db, "--schema", s, "status"]));
+    for round in 0..5 {
+        let children: Vec<Child> = (0..4)
+            .map(|p| {
+                Command::new(BIN)
+                    .args(["client", "--db", db, "exec"])
+                    .arg(format!(
+                        "INSERT INTO scans(id, code) VALUES ('p{p}-{round}', 'x'); UPDATE scans SET code = 'y' WHERE id = 'p{p}-{round}'"
+                    ))
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    let st: serde_json::Value = serde_json::from_str(&stdout(&burrow(&[
+        "client", "--db", db, "status", "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        st["pending_ops"], 40,
+        "every write of every process captured"
+    );
+}
