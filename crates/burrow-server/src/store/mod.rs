@@ -96,7 +96,7 @@ pub struct ConflictLogEntry {
     pub loser_value: Value,
     /// Client that wrote the losing value.
     pub loser_client: Option<String>,
-    /// Client that wrote the winner (None for a delete whose author is unknown).
+    /// Client that wrote the winner (for a delete beating an update: who deleted).
     pub winner_client: Option<String>,
     /// `lww` or `deleted`.
     pub reason: String,
