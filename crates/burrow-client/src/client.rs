@@ -42,6 +42,9 @@ pub struct ClientOptions {
     pub upload_bytes_max: usize,
     /// Largest page the client asks for.
     pub page_bytes_max: u32,
+    /// The id a *new* database gets; `None` draws a UUIDv7. Ignored for an existing database,
+    /// whose id never changes. (Deterministic runs set it.)
+    pub client_id: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -51,6 +54,7 @@ impl Default for ClientOptions {
             upload_ops_max: UPLOAD_OPS_MAX,
             upload_bytes_max: UPLOAD_BYTES_MAX,
             page_bytes_max: PAGE_BYTES_MAX,
+            client_id: None,
         }
     }
 }
@@ -233,7 +237,11 @@ impl Client {
             Some(t) => t.to_string(),
             None => crate::schema_text::render(schema),
         };
-        let client_id = open::install(&mut conn, schema, &text, &uuid::Uuid::now_v7().to_string())?;
+        let fresh_id = match &options.client_id {
+            Some(id) => id.clone(),
+            None => uuid::Uuid::now_v7().to_string(),
+        };
+        let client_id = open::install(&mut conn, schema, &text, &fresh_id)?;
         Ok(Client {
             conn: Mutex::new(conn),
             schema: schema.clone(),
@@ -245,6 +253,11 @@ impl Client {
 
     /// Opens an existing Burrow database with the schema stored in it.
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Client> {
+        Client::open_existing_with(path, ClientOptions::default())
+    }
+
+    /// Opens an existing Burrow database with explicit options.
+    pub fn open_existing_with(path: impl AsRef<Path>, options: ClientOptions) -> Result<Client> {
         let path = path.as_ref().to_path_buf();
         if !path.exists() {
             return Err(Error::NotInitialized(path.display().to_string()));
@@ -259,7 +272,7 @@ impl Client {
             schema,
             client_id,
             path,
-            options: ClientOptions::default(),
+            options,
         })
     }
 

@@ -12,16 +12,17 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use burrow_core::env::{Clock, SystemClock};
 use burrow_core::{Cursor, OutcomeKind, Schema};
 use burrow_proto::convert::{op_from_wire, op_to_wire, row_change_into_wire};
 use burrow_proto::{CONTENT_TYPE, PROTOCOL_VERSION, decode_frame, encode_frame, v1};
 use prost::Message;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Shared state of the HTTP handlers.
 #[derive(Debug)]
 pub struct AppState<S: ServerStore> {
+    clock: Arc<dyn Clock>,
     schema: Schema,
     secret: Vec<u8>,
     limits: Limits,
@@ -31,13 +32,22 @@ pub struct AppState<S: ServerStore> {
 impl<S: ServerStore> AppState<S> {
     /// State for `config` over `store`; resolves the signing secret.
     pub fn new(config: ServerConfig, store: Arc<S>) -> Result<Self, ServerError> {
+        Self::with_clock(config, store, Arc::new(SystemClock))
+    }
+
+    /// State whose notion of time comes from `clock` (the simulator's virtual time).
+    pub fn with_clock(
+        config: ServerConfig,
+        store: Arc<S>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServerError> {
         let secret = config.resolve_secret()?;
-        Ok(AppState {
-            schema: config.schema,
-            secret,
-            limits: config.limits,
-            store,
-        })
+        Ok(AppState { clock, schema: config.schema, secret, limits: config.limits, store })
+    }
+
+    /// The store behind this state.
+    pub fn store(&self) -> &Arc<S> {
+        &self.store
     }
 }
 
@@ -50,6 +60,21 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -103,12 +128,6 @@ pub fn router<S: ServerStore>(state: Arc<AppState<S>>) -> Router {
         .with_state(state)
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// FNV-1a over the op's canonical encoding: identifies a retried payload.
 fn payload_hash(op: &v1::Op) -> u64 {
@@ -130,7 +149,8 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     })
 }
 
-fn build_ingest(schema: &Schema, user_id: String, req: &mut v1::SyncRequest) -> IngestRequest {
+pub(crate) fn build_ingest(
+    now_ms: u64,schema: &Schema, user_id: String, req: &mut v1::SyncRequest) -> IngestRequest {
     let version_ok = req.schema_version <= schema.version;
     let txs = std::mem::take(&mut req.upload)
         .into_iter()
@@ -173,7 +193,7 @@ fn build_ingest(schema: &Schema, user_id: String, req: &mut v1::SyncRequest) -> 
         user_id,
         client_id: req.client_id.clone(),
         txs,
-        now_ms: now_ms(),
+        now_ms,
     }
 }
 
@@ -218,15 +238,33 @@ async fn sync<S: ServerStore>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let token = auth::bearer(
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
+    let claims = authenticate(
+        &state,
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
     )?;
-    let claims = auth::verify(&state.secret, token)?;
     let raw = read_body(body, state.limits.body_bytes_max).await?;
+    let body = process_sync(&state, &claims, &raw).await?;
+    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
+}
+
+/// Checks the `Authorization` header value and returns the token's claims.
+pub fn authenticate<S: ServerStore>(
+    state: &AppState<S>,
+    authorization: Option<&str>,
+) -> Result<auth::Claims, ApiError> {
+    let token = auth::bearer(authorization)?;
+    Ok(auth::verify(&state.secret, token)?)
+}
+
+/// One sync exchange without the HTTP framing: decode, ingest, pull, encode. The router calls
+/// it for `POST /v1/sync`; the simulator calls it directly.
+pub async fn process_sync<S: ServerStore>(
+    state: &AppState<S>,
+    claims: &auth::Claims,
+    raw: &[u8],
+) -> Result<Vec<u8>, ApiError> {
     let mut req: v1::SyncRequest =
-        decode_frame(&raw, state.limits.decoded_bytes_max).map_err(|e| match e {
+        decode_frame(raw, state.limits.decoded_bytes_max).map_err(|e| match e {
             burrow_proto::FrameError::TooLarge { limit } => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
@@ -283,7 +321,7 @@ async fn sync<S: ServerStore>(
         }
     }
     if op_count > 0 {
-        let ingest = build_ingest(&state.schema, claims.sub.clone(), &mut req);
+        let ingest = build_ingest(state.clock.now_ms(), &state.schema, claims.sub.clone(), &mut req);
         let result = state.store.ingest(ingest).await?;
         ack_seq = result.head_seq;
         outcomes = result
@@ -298,7 +336,7 @@ async fn sync<S: ServerStore>(
     let mut resp = v1::SyncResponse {
         outcomes,
         ack_seq,
-        server_time_ms: now_ms(),
+        server_time_ms: state.clock.now_ms(),
         ..Default::default()
     };
     if req.download {
@@ -339,7 +377,7 @@ async fn sync<S: ServerStore>(
             e.to_string(),
         )
     })?;
-    Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
+    Ok(body)
 }
 
 #[doc(hidden)]
