@@ -60,31 +60,53 @@ pub fn row_mask(tx: &Transaction<'_>, table: &str, row_id: &str) -> Result<Mask>
     Ok(mask)
 }
 
-/// Reads the shadow (last server-confirmed state) of a row.
+/// Reads the shadow (last server-confirmed state) of a row; a tombstone comes back with
+/// `deleted` set, so later stale writes cannot resurrect it.
 pub fn read_shadow(tx: &Transaction<'_>, table: &str, row_id: &str) -> Result<Option<ServerRow>> {
-    let raw: Option<(i64, Vec<u8>)> = tx
-        .prepare_cached("SELECT seq, fields FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2")?
-        .query_row(params![table, row_id], |r| Ok((r.get(0)?, r.get(1)?)))
+    let raw: Option<(i64, bool, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT seq, deleted, fields FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2",
+        )?
+        .query_row(params![table, row_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
-    raw.map(|(seq, blob)| {
-        server_row_from_parts(false, seq as u64, 0, &blob)
+    raw.map(|(seq, deleted, blob)| {
+        server_row_from_parts(deleted, seq as u64, 0, &blob)
             .map_err(|e| Error::Corrupt(format!("shadow row {table}/{row_id}: {e}")))
     })
     .transpose()
 }
 
+/// The live shadow row, if any (a tombstone counts as none).
+fn live_shadow(tx: &Transaction<'_>, table: &str, row_id: &str) -> Result<Option<ServerRow>> {
+    Ok(read_shadow(tx, table, row_id)?.filter(|r| !r.deleted))
+}
+
 fn write_shadow(tx: &Transaction<'_>, table: &str, row_id: &str, row: &ServerRow) -> Result<()> {
     tx.prepare_cached(
-        "INSERT INTO _burrow_shadow(tbl, id, seq, fields) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT(tbl, id) DO UPDATE SET seq = excluded.seq, fields = excluded.fields",
+        "INSERT INTO _burrow_shadow(tbl, id, seq, deleted, fields) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(tbl, id) DO UPDATE SET seq = excluded.seq, deleted = excluded.deleted,
+           fields = excluded.fields",
     )?
     .execute(params![
         table,
         row_id,
         row.seq as i64,
+        row.deleted,
         stored_fields_to_bytes(row)
     ])?;
     Ok(())
+}
+
+/// Records that the server deleted the row at `seq`.
+fn write_tombstone(tx: &Transaction<'_>, table: &str, row_id: &str, seq: u64) -> Result<()> {
+    let tomb = ServerRow {
+        deleted: true,
+        seq,
+        ..ServerRow::default()
+    };
+    write_shadow(tx, table, row_id, &tomb)
 }
 
 fn delete_visible(tx: &Transaction<'_>, table: &Table, row_id: &str) -> Result<()> {
@@ -247,15 +269,25 @@ pub fn apply_change(
     outbox_empty: bool,
 ) -> Result<()> {
     let table = schema.table(&change.table);
+    let shadow = read_shadow(tx, &change.table, &change.row_id)?;
+    if shadow.as_ref().is_some_and(|s| s.seq > change.seq) {
+        return Ok(()); // older than what this device already holds
+    }
     if change.deleted {
-        tx.prepare_cached("DELETE FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2")?
-            .execute(params![change.table, change.row_id])?;
+        write_tombstone(tx, &change.table, &change.row_id, change.seq)?;
         if let Some(t) = table {
             delete_visible(tx, t, &change.row_id)?;
         }
         return Ok(());
     }
-    let shadow = read_shadow(tx, &change.table, &change.row_id)?;
+    // A tombstone at or after this change wins; a newer live change re-creates the row.
+    if shadow
+        .as_ref()
+        .is_some_and(|s| s.deleted && s.seq >= change.seq)
+    {
+        return Ok(());
+    }
+    let shadow = shadow.filter(|s| !s.deleted);
     let known_before = shadow.is_some();
     let mut row = shadow.unwrap_or_default();
     let mut changed: Vec<&str> = Vec::new();
@@ -318,7 +350,7 @@ pub fn restore_visible(
     row_id: &str,
     columns: Option<&BTreeSet<String>>,
 ) -> Result<()> {
-    match read_shadow(tx, &table.name, row_id)? {
+    match live_shadow(tx, &table.name, row_id)? {
         Some(shadow) => write_visible(tx, table, row_id, &shadow, columns),
         None => {
             if row_mask(tx, &table.name, row_id)?.is_empty() {
@@ -339,10 +371,12 @@ pub struct OwnResult {
     /// Columns whose value in the shadow is newer than the op's own change (a later change
     /// from elsewhere already arrived): the visible row must show the shadow for them.
     pub stale_columns: BTreeSet<String>,
+    /// The whole row is newer in the shadow (deleted or re-created since): show the shadow.
+    pub restore_all: bool,
 }
 
 /// Records in the shadow the values an op made on the server: its columns except `lost`, at
-/// sequence `change_seq` (never over a newer field). A delete removes the shadow row.
+/// sequence `change_seq` (never over a newer field). A delete leaves a tombstone.
 /// Returns `None` when the op is no longer in the outbox (or was only staged).
 pub fn record_own_result(
     tx: &Transaction<'_>,
@@ -370,13 +404,26 @@ pub fn record_own_result(
         table,
         row_id,
         stale_columns: BTreeSet::new(),
+        restore_all: false,
     };
+    let shadow = read_shadow(tx, &own.table, &own.row_id)?;
+    let shadow_seq = shadow.as_ref().map_or(0, |s| s.seq);
     if kind == burrow_core::OpKind::Delete.code() {
-        tx.prepare_cached("DELETE FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2")?
-            .execute(params![own.table, own.row_id])?;
+        if shadow_seq > change_seq && shadow.as_ref().is_some_and(|s| !s.deleted) {
+            own.restore_all = true; // re-created elsewhere after this delete
+        } else {
+            write_tombstone(tx, &own.table, &own.row_id, change_seq.max(shadow_seq))?;
+        }
         return Ok(Some(own));
     }
     if change_seq == 0 {
+        return Ok(Some(own));
+    }
+    if shadow
+        .as_ref()
+        .is_some_and(|s| s.deleted && s.seq > change_seq)
+    {
+        own.restore_all = true; // deleted after this write: the write must not resurrect it
         return Ok(Some(own));
     }
     let Some(t) = schema.table(&own.table) else {
@@ -385,7 +432,7 @@ pub fn record_own_result(
     let obj: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(data.as_deref().unwrap_or("{}"))
             .map_err(|e| Error::Corrupt(format!("outbox data of op {client_seq}: {e}")))?;
-    let mut row = read_shadow(tx, &own.table, &own.row_id)?.unwrap_or_default();
+    let mut row = shadow.filter(|s| !s.deleted).unwrap_or_default();
     for (column, json) in obj {
         if lost.contains(&column) {
             continue;

@@ -433,6 +433,7 @@ impl Client {
         // While a multi-page download is applied, the next page is already requested.
         let mut prefetch: Option<InFlight<'_>> = None;
         loop {
+            let prefetched = prefetch.is_some();
             let (batch, in_flight) = match prefetch.take() {
                 Some(f) => (outbox::Batch::default(), f),
                 None => {
@@ -487,7 +488,9 @@ impl Client {
                     "the server answered none of the uploaded ops".into(),
                 ));
             }
-            if batch.is_empty() && !more {
+            // Done when a round read the outbox, found nothing to send and got the last page.
+            // (A prefetched page carries no uploads: the outbox is read again after it.)
+            if batch.is_empty() && !more && !prefetched {
                 break;
             }
         }
@@ -565,14 +568,17 @@ impl Client {
                         // The server holds exactly this op's values (now in the shadow): done.
                         outbox::remove(&tx, o.client_seq)?;
                         report.ops_settled += 1;
-                        let table = self.schema.table(&own.table);
-                        if let Some(table) = table.filter(|_| !own.stale_columns.is_empty()) {
-                            apply::restore_visible(
-                                &tx,
-                                table,
-                                &own.row_id,
-                                Some(&own.stale_columns),
-                            )?;
+                        if let Some(table) = self.schema.table(&own.table) {
+                            if own.restore_all {
+                                apply::restore_visible(&tx, table, &own.row_id, None)?;
+                            } else if !own.stale_columns.is_empty() {
+                                apply::restore_visible(
+                                    &tx,
+                                    table,
+                                    &own.row_id,
+                                    Some(&own.stale_columns),
+                                )?;
+                            }
                         }
                     } else {
                         // Lost fields: the winners are shown once the cursor covers ack_seq.

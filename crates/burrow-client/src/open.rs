@@ -130,7 +130,8 @@ fn fill_from_shadow(
         let Some(table) = schema.table(tname) else {
             continue;
         };
-        let mut stmt = tx.prepare("SELECT id, seq, fields FROM _burrow_shadow WHERE tbl = ?1")?;
+        let mut stmt = tx
+            .prepare("SELECT id, seq, fields FROM _burrow_shadow WHERE tbl = ?1 AND deleted = 0")?;
         let rows: Vec<(String, i64, Vec<u8>)> = stmt
             .query_map([tname], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;

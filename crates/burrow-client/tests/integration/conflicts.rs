@@ -178,3 +178,27 @@ async fn a_lost_ack_followed_by_a_later_remote_write_converges_to_the_later_writ
         1
     );
 }
+
+#[tokio::test]
+async fn a_row_deleted_while_its_creator_never_heard_back_is_deleted_on_the_creator() {
+    // Found by the simulator (seed 1795673503191494201): the creator's first pull starts at
+    // cursor 0 and must still receive the tombstone of its own, pending, row.
+    let env = Env::start().await;
+    let a = env.client("a");
+    let b = env.client("b");
+    b.execute("INSERT INTO routes(id, day) VALUES ('r1', 'mon')")
+        .unwrap();
+    assert!(
+        b.sync(&Faulty::new(&env, Fault::LoseResponse(1)))
+            .await
+            .is_err()
+    );
+    env.sync(&a).await;
+    a.execute("DELETE FROM routes WHERE id = 'r1'").unwrap();
+    env.sync(&a).await;
+    assert_eq!(b.cursor().unwrap().since, 0);
+    env.sync(&b).await;
+    assert!(rows(&b, "SELECT * FROM routes").is_empty());
+    assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
+    assert_eq!(b.status().unwrap().pending_ops, 0);
+}

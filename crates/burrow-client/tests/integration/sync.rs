@@ -348,3 +348,40 @@ async fn a_deleted_id_can_be_created_again() {
     );
     assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
 }
+
+#[tokio::test]
+async fn local_writes_queued_behind_a_multi_page_download_are_uploaded_in_the_same_sync() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.write(|tx| {
+        for i in 0..300 {
+            tx.execute(
+                "INSERT INTO routes(id, day) VALUES (?1, 'mon')",
+                [format!("r{i:04}")],
+            )?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    env.sync(&a).await;
+    let opts = burrow_client::ClientOptions {
+        page_bytes_max: 1_000,
+        upload_ops_max: 2,
+        ..Default::default()
+    };
+    let b = burrow_client::Client::open_with(env.db("b"), &schema(), None, opts).unwrap();
+    for i in 0..5 {
+        b.execute(&format!(
+            "INSERT INTO shipments(id, pieces) VALUES ('b{i}', {i})"
+        ))
+        .unwrap();
+    }
+    let r = env.sync(&b).await;
+    assert_eq!(r.ops_acked, 5);
+    assert_eq!(
+        b.status().unwrap().pending_ops,
+        0,
+        "nothing left behind after paging"
+    );
+    assert_eq!(rows(&b, "SELECT count(*) AS n FROM routes")[0]["n"], 300);
+}

@@ -612,11 +612,6 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
             let seq = r.get::<_, i64>(2)? as u64;
             let deleted: bool = r.get(3)?;
             last = seq;
-            if deleted && since == 0 && after == 0 {
-                // The first page of an initial sync: the client never had the row. (On later
-                // pages the row may have been sent live on an earlier page, so tombstones go.)
-                continue;
-            }
             let blob = r.get_ref(5)?.as_blob().map_err(rusqlite::Error::from)?;
             bytes += blob.len() + table.len() + id.len() + 16;
             let hlc = r.get::<_, i64>(4)? as u64;

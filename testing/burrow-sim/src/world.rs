@@ -1,0 +1,564 @@
+//! The simulated world: devices running the real client, the nemesis, the workload and the
+//! run loop.
+
+use crate::check::{self, Dump, Fingerprint};
+use crate::net::{Counters, DeviceClock, LinkFaults, Net, Partition, SimClock, SimTransport};
+use burrow_client::{Client, ClientOptions};
+use burrow_core::Schema;
+use burrow_core::env::{Clock, Rng, SeededRng};
+use burrow_server::ServerConfig;
+use burrow_server::store::ServerStore;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The schema every simulated device uses.
+pub const SIM_SCHEMA: &str = r#"
+version = 1
+[tables.items]
+priority = "normal"
+[tables.items.columns]
+id = "text"
+title = "text"
+qty = "integer"
+status = { type = "text", policy = "lww" }
+note = "text"
+[tables.batches]
+priority = "bulk"
+[tables.batches.columns]
+id = "text"
+tag = "text"
+size = "integer"
+label = "text"
+"#;
+
+/// Shape of a run.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// Number of devices.
+    pub clients: usize,
+    /// Workload steps per device.
+    pub ops_per_client: usize,
+    /// Whether the nemesis injects faults.
+    pub faults: bool,
+    /// Sync rounds allowed after healing before liveness (I7) fails.
+    pub quiesce_rounds: usize,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            clients: 3,
+            ops_per_client: 200,
+            faults: true,
+            quiesce_rounds: 40,
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Debug, Clone, Default)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Hash of everything that happened, in order; equal for equal seeds.
+    pub trace_hash: u64,
+    /// Which faults and paths fired.
+    pub counters: Counters,
+    /// Broken invariants, each prefixed with its id (I1…I9).
+    pub violations: Vec<String>,
+    /// Local writes that returned OK.
+    pub writes: u64,
+}
+
+/// FNV-1a over the trace of a run.
+#[derive(Debug)]
+pub(crate) struct Trace(u64);
+
+impl Trace {
+    pub(crate) fn feed(&mut self, s: &str) {
+        for b in s.as_bytes().iter().chain(std::iter::once(&0xffu8)) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+pub(crate) struct Device {
+    pub index: usize,
+    pub client_id: String,
+    pub path: PathBuf,
+    pub clock: Arc<DeviceClock>,
+    pub client: Option<Client>,
+    pub ops_committed: u64,
+    pub last_cursor: u64,
+    pub last_hlc: u64,
+    pub next_id: u64,
+}
+
+impl Device {
+    fn options(&self) -> ClientOptions {
+        ClientOptions {
+            clock: Some(self.clock.clone() as Arc<dyn Clock>),
+            upload_ops_max: 6,
+            upload_bytes_max: 1 << 20,
+            page_bytes_max: 1_500,
+            client_id: Some(self.client_id.clone()),
+        }
+    }
+
+    pub fn open(&mut self, schema: &Schema) -> Result<&Client, String> {
+        if self.client.is_none() {
+            let c = Client::open_with(&self.path, schema, Some(SIM_SCHEMA), self.options())
+                .map_err(|e| format!("open {}: {e}", self.client_id))?;
+            self.client = Some(c);
+        }
+        self.client
+            .as_ref()
+            .ok_or_else(|| "client vanished".to_string())
+    }
+}
+
+fn word(rng: &mut SeededRng) -> String {
+    const SYL: [&str; 8] = ["ka", "lo", "mi", "ne", "ru", "sa", "to", "vi"];
+    (0..3).map(|_| SYL[rng.below(8) as usize]).collect()
+}
+
+/// Runs one simulation with `seed`.
+pub fn run(seed: u64, cfg: &SimConfig) -> SimReport {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return SimReport {
+                seed,
+                violations: vec![format!("setup: runtime: {e}")],
+                ..Default::default()
+            };
+        }
+    };
+    match rt.block_on(run_async(seed, cfg)) {
+        Ok(r) => r,
+        Err(e) => SimReport {
+            seed,
+            violations: vec![format!("setup: {e}")],
+            ..Default::default()
+        },
+    }
+}
+
+fn temp_root() -> Result<tempfile::TempDir, String> {
+    // tmpfs makes fsync free: the simulator checks logic, not the disk.
+    let shm = std::path::Path::new("/dev/shm");
+    let dir = if shm.is_dir() {
+        tempfile::tempdir_in(shm)
+    } else {
+        tempfile::tempdir()
+    };
+    dir.map_err(|e| format!("tempdir: {e}"))
+}
+
+async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
+    let dir = temp_root()?;
+    let schema = Schema::from_toml_str(SIM_SCHEMA).map_err(|e| e.to_string())?;
+    let mut seeds = SeededRng::new(seed);
+    let mut wrng = SeededRng::new(seeds.next_u64());
+    let mut nrng = SeededRng::new(seeds.next_u64());
+    let net_seed = seeds.next_u64();
+    let clock = Arc::new(SimClock::new(1_790_000_000_000 + seed % 1_000_000));
+    let secret = b"sim-secret".to_vec();
+    let mut config = ServerConfig::new(dir.path().join("server"), schema.clone());
+    config.secret = Some(secret.clone());
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
+    let tokens = (0..cfg.clients)
+        .map(|c| {
+            burrow_server::auth::mint(
+                &secret,
+                &format!("user{c}"),
+                Default::default(),
+                4_000_000_000,
+                1_000_000,
+            )
+            .map_err(|e| e.to_string())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let net = Arc::new(
+        Net::new(
+            config.clone(),
+            config.data_dir.join("server.db"),
+            clock.clone(),
+            cfg.clients,
+            net_seed,
+            tokens,
+        )
+        .map_err(|e| e.to_string())?,
+    );
+    let mut devices: Vec<Device> = (0..cfg.clients)
+        .map(|c| {
+            let offset = if cfg.faults {
+                nrng.below(120_000) as i64 - 60_000
+            } else {
+                0
+            };
+            Device {
+                index: c,
+                client_id: format!("sim-{seed:x}-{c}"),
+                path: dir.path().join(format!("device{c}.db")),
+                clock: Arc::new(DeviceClock::new(clock.clone(), offset)),
+                client: None,
+                ops_committed: 0,
+                last_cursor: 0,
+                last_hlc: 0,
+                next_id: 0,
+            }
+        })
+        .collect();
+    let mut report = SimReport {
+        seed,
+        ..Default::default()
+    };
+    let mut trace = Trace(0xcbf2_9ce4_8422_2325);
+    let mut local_counters = Counters::default();
+    for d in devices.iter_mut() {
+        d.open(&schema)?;
+    }
+    let steps = cfg.clients * cfg.ops_per_client;
+    for step in 0..steps {
+        clock.advance(1 + wrng.below(1_500));
+        if cfg.faults {
+            nemesis(
+                &mut nrng,
+                &net,
+                &mut devices,
+                &schema,
+                &mut local_counters,
+                &mut report,
+                &mut trace,
+            )
+            .await;
+        }
+        let c = wrng.below(cfg.clients as u64) as usize;
+        let action = wrng.below(100);
+        let Some(d) = devices.get_mut(c) else {
+            continue;
+        };
+        let outcome = act(
+            d,
+            action,
+            &mut wrng,
+            &net,
+            &schema,
+            &mut local_counters,
+            &mut report,
+        )
+        .await;
+        trace.feed(&format!("{step}:{c}:{action}:{outcome}"));
+        if log_enabled() {
+            eprintln!("step {step} device {c}: {outcome}");
+        }
+        if cfg.faults && net.take_lost_last(c) && nrng.below(100) < 30 {
+            // The server committed, the client never heard: crash it right now.
+            local_counters.crashes_after_server_commit += 1;
+            crash_restart(d, &schema, &mut local_counters, &mut report).await;
+            trace.feed("crash-after-commit");
+        }
+    }
+    // Heal and quiesce.
+    net.heal();
+    let server = net.server().ok_or("server down after heal")?;
+    let mut quiet = false;
+    for round in 0..cfg.quiesce_rounds {
+        clock.advance(1_000);
+        for d in devices.iter_mut() {
+            let t = SimTransport {
+                net: net.clone(),
+                index: d.index,
+            };
+            d.open(&schema)?;
+            let Some(client) = d.client.take() else {
+                continue;
+            };
+            let r = client.sync(&t).await;
+            if log_enabled() {
+                eprintln!("quiesce {round} device {}: {r:?}", d.index);
+            }
+            trace.feed(&format!("q{round}:{}:{}", d.index, r.is_ok()));
+            check::cursor_monotone(d, &client, &mut report);
+            d.client = Some(client);
+        }
+        let head = server.store().head_seq().await.map_err(|e| e.to_string())?;
+        let mut all = true;
+        for d in devices.iter_mut() {
+            let st = d.open(&schema)?.status().map_err(|e| e.to_string())?;
+            if st.pending_ops > 0 || st.cursor != head {
+                all = false;
+            }
+        }
+        if all {
+            quiet = true;
+            break;
+        }
+    }
+    if !quiet {
+        report.violations.push(format!(
+            "I7 liveness: outboxes not drained / cursors not at head after {} rounds",
+            cfg.quiesce_rounds
+        ));
+    }
+    let server_dump = check::server_dump(&config.data_dir.join("server.db"))?;
+    for d in devices.iter_mut() {
+        d.open(&schema)?;
+        let Some(client) = d.client.take() else {
+            continue;
+        };
+        let dump = check::client_dump(&client, &schema)?;
+        check::same_state(d.index, &dump, &server_dump, &mut report);
+        check::no_partial_batch(&format!("device {}", d.index), &dump, &mut report);
+        check::zero_loss_no_dups(d, &client, &server, &mut report).await?;
+        check::conflicts_preserved(d.index, &client, &server, &mut report).await?;
+        check::hlc_monotone_in_outbox(d.index, &client, &mut report)?;
+        d.client = Some(client);
+    }
+    check::no_partial_batch("server", &server_dump, &mut report);
+    trace.feed(&Dump::fingerprint(&server_dump));
+    let mut counters = net.counters.lock().map(|c| c.clone()).unwrap_or_default();
+    counters.add(&local_counters);
+    report.counters = counters;
+    report.trace_hash = trace.0;
+    Ok(report)
+}
+
+/// Drops the client (as if its process died) and opens the file again; checks I8.
+pub(crate) async fn crash_restart(
+    d: &mut Device,
+    schema: &Schema,
+    counters: &mut Counters,
+    report: &mut SimReport,
+) {
+    d.client = None;
+    counters.client_restarts += 1;
+    let (index, committed) = (d.index, d.ops_committed);
+    match d.open(schema) {
+        Ok(client) => check::crash_integrity(index, client, committed, report),
+        Err(e) => report
+            .violations
+            .push(format!("I8 device {index} does not reopen: {e}")),
+    }
+}
+
+async fn nemesis(
+    rng: &mut SeededRng,
+    net: &Arc<Net>,
+    devices: &mut [Device],
+    schema: &Schema,
+    counters: &mut Counters,
+    report: &mut SimReport,
+    trace: &mut Trace,
+) {
+    let roll = rng.below(1000);
+    let c = rng.below(devices.len() as u64) as usize;
+    let event = match roll {
+        0..=39 => {
+            let partition = match rng.below(4) {
+                0 => Partition::None,
+                1 => Partition::Both,
+                2 => Partition::ResponsesLost,
+                _ => Partition::RequestsLost,
+            };
+            let faults = LinkFaults {
+                partition,
+                flaky_pct: [0, 0, 5, 20][rng.below(4) as usize],
+                dup_pct: [0, 5, 20][rng.below(3) as usize],
+                hold_pct: [0, 5, 15][rng.below(3) as usize],
+            };
+            net.set_link(c, faults);
+            format!("link{c}:{faults:?}")
+        }
+        40..=49 => {
+            net.set_link(c, LinkFaults::default());
+            format!("heal{c}")
+        }
+        50..=57 => {
+            counters.server_restarts += 1;
+            match net.restart_server() {
+                Ok(()) => "server-restart".to_string(),
+                Err(e) => {
+                    report
+                        .violations
+                        .push(format!("server does not restart: {e}"));
+                    "server-restart-failed".to_string()
+                }
+            }
+        }
+        58..=69 => {
+            if let Some(d) = devices.get_mut(c) {
+                crash_restart(d, schema, counters, report).await;
+            }
+            format!("crash{c}")
+        }
+        70..=77 => {
+            let delta = rng.below(7_200_000) as i64 - 3_600_000;
+            if let Some(d) = devices.get(c) {
+                d.clock.jump(delta);
+            }
+            counters.clock_jumps += 1;
+            format!("jump{c}:{delta}")
+        }
+        78..=99 => {
+            let replayed = net.replay_one().await;
+            format!("replay:{replayed}")
+        }
+        _ => return,
+    };
+    if log_enabled() {
+        eprintln!("nemesis: {event}");
+    }
+    trace.feed(&event);
+}
+
+/// `SIM_LOG=1` prints every step of a run (use with `SEED=…` to study one failure).
+fn log_enabled() -> bool {
+    std::env::var_os("SIM_LOG").is_some()
+}
+
+async fn act(
+    d: &mut Device,
+    action: u64,
+    rng: &mut SeededRng,
+    net: &Arc<Net>,
+    schema: &Schema,
+    counters: &mut Counters,
+    report: &mut SimReport,
+) -> String {
+    if let Err(e) = d.open(schema) {
+        report.violations.push(e.clone());
+        return e;
+    }
+    let Some(client) = d.client.take() else {
+        return "no-client".into();
+    };
+    let out = act_with(d, &client, action, rng, net, counters, report).await;
+    d.client = Some(client);
+    out
+}
+
+async fn act_with(
+    d: &mut Device,
+    client: &Client,
+    action: u64,
+    rng: &mut SeededRng,
+    net: &Arc<Net>,
+    counters: &mut Counters,
+    report: &mut SimReport,
+) -> String {
+    let index = d.index;
+    let transport = SimTransport {
+        net: net.clone(),
+        index,
+    };
+    let ids: Vec<String> = client
+        .query_json("SELECT id FROM items ORDER BY id")
+        .map(|rows| {
+            rows.iter()
+                .filter_map(|r| r["id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let pick = |rng: &mut SeededRng| {
+        ids.get(rng.below(ids.len().max(1) as u64) as usize)
+            .cloned()
+    };
+    let mut expect: Option<(String, String, String)> = None;
+    let sql = match action {
+        0..=14 => {
+            d.next_id += 1;
+            format!(
+                "INSERT INTO items(id, title, qty, status, note) VALUES ('i{index}-{}', '{}', {}, 'new', NULL)",
+                d.next_id,
+                word(rng),
+                rng.below(100)
+            )
+        }
+        15..=49 => match pick(rng) {
+            Some(id) => {
+                let (col, val) = match rng.below(4) {
+                    0 => ("title", format!("'{}'", word(rng))),
+                    1 => ("qty", rng.below(1000).to_string()),
+                    2 => (
+                        "status",
+                        format!(
+                            "'{}'",
+                            ["open", "done", "late", "lost"][rng.below(4) as usize]
+                        ),
+                    ),
+                    _ => ("note", format!("'{}-{index}'", word(rng))),
+                };
+                expect = Some((
+                    id.clone(),
+                    col.to_string(),
+                    val.trim_matches('\'').to_string(),
+                ));
+                format!("UPDATE items SET {col} = {val} WHERE id = '{id}'")
+            }
+            None => return "no-rows".into(),
+        },
+        50..=53 => match pick(rng) {
+            Some(id) => {
+                counters.deletes += 1;
+                format!("DELETE FROM items WHERE id = '{id}'")
+            }
+            None => return "no-rows".into(),
+        },
+        54..=63 => {
+            d.next_id += 1;
+            let size = 2 + rng.below(12);
+            counters.multi_row_txs += 1;
+            (0..size)
+                .map(|k| {
+                    format!(
+                        "INSERT INTO batches(id, tag, size, label) VALUES ('b{index}-{}-{k}', 'b{index}-{}', {size}, '{}')",
+                        d.next_id,
+                        d.next_id,
+                        word(rng)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(";")
+        }
+        _ => {
+            let r = client.sync(&transport).await;
+            check::cursor_monotone(d, client, report);
+            return match r {
+                Ok(r) => {
+                    counters.conflicts += r.conflicts;
+                    format!(
+                        "sync-ok:{}:{}:{}",
+                        r.ops_acked, r.changes_received, r.cursor
+                    )
+                }
+                Err(e) => format!("sync-err:{}", e.is_retryable()),
+            };
+        }
+    };
+    if log_enabled() {
+        eprintln!("  device {index} executes: {sql}");
+    }
+    match client.execute(&sql) {
+        Ok(r) => {
+            d.ops_committed += r.ops_captured;
+            report.writes += 1;
+            check::read_your_write(index, client, expect.as_ref(), report);
+            if r.ops_captured > 0 {
+                check::hlc_advanced(d, client, report);
+            }
+            format!("write:{}", r.ops_captured)
+        }
+        Err(e) => {
+            report
+                .violations
+                .push(format!("device {index}: local write failed: {e} ({sql})"));
+            "write-err".into()
+        }
+    }
+}
