@@ -324,7 +324,13 @@ impl Client {
             "UPDATE _burrow_local SET tx = tx + 1, clock_ms = NULL WHERE id = 1",
             [],
         )?;
+        fail::fail_point!("client-write-before-commit", |_| Err(
+            crate::error::injected("client-write-before-commit")
+        ));
         tx.commit()?;
+        fail::fail_point!("client-write-after-commit", |_| Err(
+            crate::error::injected("client-write-after-commit")
+        ));
         // Each captured op made two writes of its own (clock update and outbox insert).
         let rows_changed = all_changes.saturating_sub(2 * ops_captured as u64);
         Ok((
@@ -460,6 +466,9 @@ impl Client {
                 }
             };
             let (resp, traffic) = in_flight.await?;
+            fail::fail_point!("client-sync-before-apply", |_| Err(crate::error::injected(
+                "client-sync-before-apply"
+            )));
             report.requests += 1;
             report.ops_sent += batch.op_count as u64;
             report.bytes_up += traffic.bytes_up;
@@ -639,6 +648,9 @@ impl Client {
                 report.ops_settled += apply::settle(&tx, &self.schema, c.since)?;
             }
         }
+        fail::fail_point!("client-apply-before-commit", |_| Err(
+            crate::error::injected("client-apply-before-commit")
+        ));
         tx.execute("UPDATE _burrow_local SET applying = 0 WHERE id = 1", [])?;
         tx.commit()?;
         Ok(answered)

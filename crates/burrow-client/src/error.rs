@@ -42,5 +42,14 @@ impl Error {
     }
 }
 
+/// The error a failpoint injects: an SQLite I/O error, as a failing disk would give.
+#[cfg(feature = "failpoints")]
+pub fn injected(point: &str) -> Error {
+    Error::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some(format!("injected by failpoint {point}")),
+    ))
+}
+
 /// Result alias for the client library.
 pub type Result<T> = std::result::Result<T, Error>;

@@ -194,6 +194,9 @@ pub fn read_batch(
             batch.txs.push(done);
         }
     }
+    fail::fail_point!("client-read-batch", |_| Err(crate::error::injected(
+        "client-read-batch"
+    )));
     tx.commit()?;
     Ok(batch)
 }

@@ -28,6 +28,15 @@ pub enum StoreError {
     Task(String),
 }
 
+/// The error a failpoint injects: an SQLite I/O error, as a failing disk would give.
+#[cfg(feature = "failpoints")]
+pub fn injected(point: &str) -> StoreError {
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
+        Some(format!("injected by failpoint {point}")),
+    ))
+}
+
 /// The server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

@@ -1,6 +1,7 @@
 //! The invariants of the testing plan, checked against real databases.
 
-use crate::world::{Device, SimReport};
+use crate::world::Device;
+pub use crate::world::SimReport;
 use burrow_client::Client;
 use burrow_core::Schema;
 use burrow_server::SqliteServerStore;
@@ -125,7 +126,7 @@ pub fn no_partial_batch(who: &str, dump: &Dump, report: &mut SimReport) {
 }
 
 /// I1 + I2: every committed op of the device is recorded by the server exactly once.
-pub async fn zero_loss_no_dups(
+pub(crate) async fn zero_loss_no_dups(
     d: &Device,
     client: &Client,
     server: &AppState<SqliteServerStore>,
@@ -197,7 +198,7 @@ pub async fn conflicts_preserved(
 }
 
 /// I6: the applied server sequence never goes backwards.
-pub fn cursor_monotone(d: &mut Device, client: &Client, report: &mut SimReport) {
+pub(crate) fn cursor_monotone(d: &mut Device, client: &Client, report: &mut SimReport) {
     match client.cursor() {
         Ok(c) => {
             if c.since < d.last_cursor {
@@ -251,7 +252,7 @@ fn local_i64(client: &Client, sql: &str) -> Result<i64, String> {
 }
 
 /// I9: each captured write moves the device's HLC strictly forward.
-pub fn hlc_advanced(d: &mut Device, client: &Client, report: &mut SimReport) {
+pub(crate) fn hlc_advanced(d: &mut Device, client: &Client, report: &mut SimReport) {
     match local_i64(client, "SELECT hlc FROM _burrow_local WHERE id = 1") {
         Ok(h) => {
             let h = h as u64;

@@ -12,9 +12,9 @@
 //! assert!(report.violations.is_empty(), "seed 7: {:?}", report.violations);
 //! ```
 
-mod check;
-mod net;
+pub mod check;
+pub mod net;
 mod world;
 
 pub use net::Counters;
-pub use world::{SimConfig, SimReport, run};
+pub use world::{SIM_SCHEMA, SimConfig, SimReport, run};

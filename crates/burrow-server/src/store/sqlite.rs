@@ -505,7 +505,13 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
         "UPDATE meta SET value = ?1 WHERE key = 'head_seq'",
         [head as i64],
     )?;
+    fail::fail_point!("server-ingest-before-commit", |_| Err(
+        crate::error::injected("server-ingest-before-commit")
+    ));
     tx.commit()?;
+    fail::fail_point!("server-ingest-after-commit", |_| Err(
+        crate::error::injected("server-ingest-after-commit")
+    ));
     Ok(IngestResult {
         outcomes,
         head_seq: head,
@@ -588,6 +594,9 @@ fn row_change_from_stored(
 }
 
 fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreError> {
+    fail::fail_point!("server-pull", |_| Err(crate::error::injected(
+        "server-pull"
+    )));
     let tx = conn.transaction()?;
     let head = tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| {
         r.get::<_, i64>(0)
