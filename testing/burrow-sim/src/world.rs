@@ -42,6 +42,8 @@ pub struct SimConfig {
     pub faults: bool,
     /// Sync rounds allowed after healing before liveness (I7) fails.
     pub quiesce_rounds: usize,
+    /// Shifts every device clock by this much (I9: outcomes must not depend on it).
+    pub clock_shift_ms: i64,
 }
 
 impl Default for SimConfig {
@@ -51,6 +53,7 @@ impl Default for SimConfig {
             ops_per_client: 200,
             faults: true,
             quiesce_rounds: 40,
+            clock_shift_ms: 0,
         }
     }
 }
@@ -68,6 +71,8 @@ pub struct SimReport {
     pub violations: Vec<String>,
     /// Local writes that returned OK.
     pub writes: u64,
+    /// The server's final live rows (for comparing runs).
+    pub final_state: String,
 }
 
 /// FNV-1a over the trace of a run.
@@ -196,11 +201,12 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
     );
     let mut devices: Vec<Device> = (0..cfg.clients)
         .map(|c| {
-            let offset = if cfg.faults {
+            let skew = if cfg.faults {
                 nrng.below(120_000) as i64 - 60_000
             } else {
                 0
             };
+            let offset = skew + cfg.clock_shift_ms;
             Device {
                 index: c,
                 client_id: format!("sim-{seed:x}-{c}"),
@@ -321,7 +327,8 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
         d.client = Some(client);
     }
     check::no_partial_batch("server", &server_dump, &mut report);
-    trace.feed(&Dump::fingerprint(&server_dump));
+    report.final_state = Dump::fingerprint(&server_dump);
+    trace.feed(&report.final_state);
     let mut counters = net.counters.lock().map(|c| c.clone()).unwrap_or_default();
     counters.add(&local_counters);
     report.counters = counters;
