@@ -42,7 +42,13 @@ impl<S: ServerStore> AppState<S> {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
         let secret = config.resolve_secret()?;
-        Ok(AppState { clock, schema: config.schema, secret, limits: config.limits, store })
+        Ok(AppState {
+            clock,
+            schema: config.schema,
+            secret,
+            limits: config.limits,
+            store,
+        })
     }
 
     /// The store behind this state.
@@ -128,7 +134,6 @@ pub fn router<S: ServerStore>(state: Arc<AppState<S>>) -> Router {
         .with_state(state)
 }
 
-
 /// FNV-1a over the op's canonical encoding: identifies a retried payload.
 fn payload_hash(op: &v1::Op) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -150,7 +155,11 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
 }
 
 pub(crate) fn build_ingest(
-    now_ms: u64,schema: &Schema, user_id: String, req: &mut v1::SyncRequest) -> IngestRequest {
+    now_ms: u64,
+    schema: &Schema,
+    user_id: String,
+    req: &mut v1::SyncRequest,
+) -> IngestRequest {
     let version_ok = req.schema_version <= schema.version;
     let txs = std::mem::take(&mut req.upload)
         .into_iter()
@@ -240,7 +249,9 @@ async fn sync<S: ServerStore>(
 ) -> Result<Response, ApiError> {
     let claims = authenticate(
         &state,
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
     )?;
     let raw = read_body(body, state.limits.body_bytes_max).await?;
     let body = process_sync(&state, &claims, &raw).await?;
@@ -321,7 +332,12 @@ pub async fn process_sync<S: ServerStore>(
         }
     }
     if op_count > 0 {
-        let ingest = build_ingest(state.clock.now_ms(), &state.schema, claims.sub.clone(), &mut req);
+        let ingest = build_ingest(
+            state.clock.now_ms(),
+            &state.schema,
+            claims.sub.clone(),
+            &mut req,
+        );
         let result = state.store.ingest(ingest).await?;
         ack_seq = result.head_seq;
         outcomes = result

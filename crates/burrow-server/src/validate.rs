@@ -74,6 +74,19 @@ pub fn validate_op(schema: &Schema, mut op: Op) -> Result<Op, Rejection> {
     Ok(op)
 }
 
+/// Validates every op of an upload as `POST /v1/sync` does before the store sees it: each op
+/// is decoded and checked against `schema`, a refused op carries its rejection. Takes the ops
+/// out of `req.upload`; `now_ms` is recorded with the request. Never panics, whatever the
+/// request holds (fuzzed by `fuzz/fuzz_targets/batch_validator.rs`).
+pub fn validate_request(
+    schema: &Schema,
+    req: &mut burrow_proto::v1::SyncRequest,
+    user_id: String,
+    now_ms: u64,
+) -> crate::store::IngestRequest {
+    crate::http::build_ingest(now_ms, schema, user_id, req)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
