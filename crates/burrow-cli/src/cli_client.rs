@@ -50,6 +50,9 @@ enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Crash-test writer: commits transactions into `scans` forever (see `workload.rs`).
+    #[command(hide = true)]
+    Workload(crate::workload::WorkloadArgs),
     /// Show the sync state.
     Status {
         /// Print as JSON.
@@ -120,6 +123,9 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                 print_rows(&rows);
             }
         }
+        ClientCommand::Workload(w) => {
+            return crate::workload::run(&client, w, args.token.as_deref());
+        }
         ClientCommand::Status { json } => {
             let s = client.status()?;
             if *json {
@@ -142,6 +148,19 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                 println!("conflicts     {}", s.conflicts);
                 if let Some(e) = &s.last_error {
                     println!("last_error    {e}");
+                }
+                if let Some(r) = &s.recovery {
+                    println!(
+                        "recovery      rebuilt {} ({}): {} ops restored{}",
+                        burrow_client::client::rfc3339_ms(r.at_ms),
+                        r.reason,
+                        r.ops_restored,
+                        if r.awaiting_full_pull {
+                            ", full pull pending"
+                        } else {
+                            ""
+                        }
+                    );
                 }
             }
         }

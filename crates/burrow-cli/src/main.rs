@@ -5,7 +5,9 @@ mod bench;
 mod cli_client;
 mod demo;
 mod duration;
+mod proxy_cmd;
 mod serve;
+mod workload;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +43,9 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Measure sync figures (initial sync, push).
     Bench(bench::BenchArgs),
+    /// Run a fault-injecting TCP proxy (latency, bandwidth caps, drops, stalls, outages) in
+    /// front of a server.
+    Proxy(proxy_cmd::ProxyArgs),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +64,7 @@ fn main() -> ExitCode {
         Command::Client(a) => cli_client::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Proxy(a) => proxy_cmd::run(a),
     };
     match result {
         Ok(code) => code,
