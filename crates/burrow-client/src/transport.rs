@@ -62,6 +62,19 @@ pub struct TrafficStats {
     pub bytes_down: u64,
 }
 
+/// An error with its chain of causes, so a refused connection, a reset and a timeout can be
+/// told apart in `last_error`.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Largest response the client accepts after decompression.
 pub const RESPONSE_DECODED_BYTES_MAX: usize = 256 << 20;
 
@@ -104,12 +117,12 @@ impl Transport for HttpTransport {
             .body(body)
             .send()
             .await
-            .map_err(|e| TransportError::Network(e.to_string()))?;
+            .map_err(|e| TransportError::Network(with_causes(&e)))?;
         let status = resp.status();
         let bytes = resp
             .bytes()
             .await
-            .map_err(|e| TransportError::Network(e.to_string()))?;
+            .map_err(|e| TransportError::Network(with_causes(&e)))?;
         if !status.is_success() {
             let parsed: serde_json::Value =
                 serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
