@@ -109,7 +109,7 @@ fn write_tombstone(tx: &Transaction<'_>, table: &str, row_id: &str, seq: u64) ->
     write_shadow(tx, table, row_id, &tomb)
 }
 
-fn delete_visible(tx: &Transaction<'_>, table: &Table, row_id: &str) -> Result<()> {
+pub(crate) fn delete_visible(tx: &Transaction<'_>, table: &Table, row_id: &str) -> Result<()> {
     tx.prepare_cached(&format!("DELETE FROM {} WHERE \"id\" = ?1", q(&table.name)))?
         .execute([row_id])?;
     Ok(())
@@ -163,7 +163,7 @@ fn update_visible(
 }
 
 /// Inserts the visible row with `values`; if it exists, sets those columns (an upsert).
-fn upsert_visible(
+pub(crate) fn upsert_visible(
     tx: &Transaction<'_>,
     table: &Table,
     row_id: &str,

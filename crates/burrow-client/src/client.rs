@@ -2,8 +2,9 @@
 
 use crate::apply::{self, data_columns};
 use crate::error::{Error, Result};
-use crate::open;
+use crate::journal::Journal;
 use crate::outbox::{self, UPLOAD_BYTES_MAX, UPLOAD_OPS_MAX};
+use crate::recovery::{self, Recovery};
 use crate::sql_value::sql_to_json;
 use crate::transport::Transport;
 use burrow_core::env::{Clock, SystemClock};
@@ -13,6 +14,7 @@ use burrow_proto::{PROTOCOL_VERSION, v1};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// A sync request on its way.
@@ -81,6 +83,11 @@ pub struct Client {
     client_id: String,
     path: PathBuf,
     options: ClientOptions,
+    /// The op journal beside the database; locked after `conn`, never before.
+    journal: Mutex<Journal>,
+    /// After a rebuild: pulls ask for this client's own writes until one from cursor 0 is
+    /// complete (mirrors `_burrow_local.refetch_own`).
+    refetch_own: AtomicBool,
 }
 
 /// What one call to [`Client::execute`] captured.
@@ -176,9 +183,11 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Schema version of the database.
     pub schema_version: u32,
+    /// The last automatic rebuild of a damaged database, if there was one.
+    pub recovery: Option<Recovery>,
 }
 
-fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -219,6 +228,11 @@ fn kind_name(kind: i64) -> String {
 
 impl Client {
     /// Opens (creating or migrating) the database at `path` for `schema`.
+    ///
+    /// Every open runs `PRAGMA quick_check`. A damaged database (or one whose file is gone
+    /// while its op journal `<path>.journal` remains) is rebuilt: the damaged file is moved to
+    /// `<path>.corrupt-<n>`, the pending ops are restored from the journal, and the next sync
+    /// downloads everything again. [`Client::recovery`] tells what was done.
     pub fn open(path: impl AsRef<Path>, schema: &Schema) -> Result<Client> {
         Client::open_with(path, schema, None, ClientOptions::default())
     }
@@ -231,23 +245,56 @@ impl Client {
         schema_text: Option<&str>,
         options: ClientOptions,
     ) -> Result<Client> {
-        let path = path.as_ref().to_path_buf();
-        let mut conn = open::connect(&path)?;
         let text = match schema_text {
             Some(t) => t.to_string(),
             None => crate::schema_text::render(schema),
         };
+        Client::open_checked(
+            path.as_ref(),
+            recovery::Want::Schema {
+                schema,
+                text: &text,
+            },
+            options,
+        )
+    }
+
+    /// Opens after a quick integrity check, rebuilding a damaged database (see
+    /// `docs/design/corruption.md`), and opens the op journal.
+    fn open_checked(
+        path: &Path,
+        want: recovery::Want<'_>,
+        options: ClientOptions,
+    ) -> Result<Client> {
         let fresh_id = match &options.client_id {
             Some(id) => id.clone(),
             None => uuid::Uuid::now_v7().to_string(),
         };
-        let client_id = open::install(&mut conn, schema, &text, &fresh_id)?;
+        let now_ms = match &options.clock {
+            Some(c) => c.now_ms(),
+            None => SystemClock.now_ms(),
+        };
+        let recovery::Opened {
+            mut conn,
+            schema,
+            schema_text,
+            client_id,
+            rebuilt,
+        } = recovery::open(path, want, &fresh_id, now_ms)?;
+        let journal = Journal::open(&mut conn, path, &client_id, &schema_text, rebuilt)?;
+        let refetch_own: bool = conn.query_row(
+            "SELECT refetch_own FROM _burrow_local WHERE id = 1",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(Client {
             conn: Mutex::new(conn),
-            schema: schema.clone(),
+            schema,
             client_id,
-            path,
+            path: path.to_path_buf(),
             options,
+            journal: Mutex::new(journal),
+            refetch_own: AtomicBool::new(refetch_own),
         })
     }
 
@@ -257,23 +304,9 @@ impl Client {
     }
 
     /// Opens an existing Burrow database with explicit options.
+    /// A damaged database is rebuilt with the schema its op journal holds.
     pub fn open_existing_with(path: impl AsRef<Path>, options: ClientOptions) -> Result<Client> {
-        let path = path.as_ref().to_path_buf();
-        if !path.exists() {
-            return Err(Error::NotInitialized(path.display().to_string()));
-        }
-        let conn = open::connect(&path)?;
-        let Some((text, client_id)) = open::stored_state(&conn)? else {
-            return Err(Error::NotInitialized(path.display().to_string()));
-        };
-        let schema = Schema::from_toml_str(&text)?;
-        Ok(Client {
-            conn: Mutex::new(conn),
-            schema,
-            client_id,
-            path,
-            options,
-        })
+        Client::open_checked(path.as_ref(), recovery::Want::Existing, options)
     }
 
     /// This device's stable id.
@@ -328,6 +361,11 @@ impl Client {
             crate::error::injected("client-write-before-commit")
         ));
         tx.commit()?;
+        // Journal what this transaction (and any other connection since) captured. The write
+        // is committed either way; an op not journaled now is journaled by the next append.
+        if let Err(e) = lock(&self.journal).append_pending(&mut conn) {
+            tracing::warn!(error = %e, "could not append to the op journal; will retry");
+        }
         fail::fail_point!("client-write-after-commit", |_| Err(
             crate::error::injected("client-write-after-commit")
         ));
@@ -395,7 +433,7 @@ impl Client {
     /// goes. On error, what was done stays done and the rest is retried next time.
     pub async fn sync<T: Transport>(&self, transport: &T) -> Result<SyncReport> {
         let result = self.sync_inner(transport).await;
-        let conn = lock(&self.conn);
+        let mut conn = lock(&self.conn);
         match &result {
             Ok(_) => conn.execute(
                 "UPDATE _burrow_local SET last_sync_at_ms = ?1, last_error = NULL WHERE id = 1",
@@ -406,6 +444,10 @@ impl Client {
                 [e.to_string()],
             )?,
         };
+        // Drop acknowledged ops from the journal (the old file stays whole if this fails).
+        if let Err(e) = lock(&self.journal).compact_if_stale(&mut conn) {
+            tracing::warn!(error = %e, "could not compact the op journal");
+        }
         result
     }
 
@@ -430,12 +472,21 @@ impl Client {
             }),
             page_bytes_max: self.options.page_bytes_max,
             download: true,
-            include_own_changes: false,
+            include_own_changes: self.refetch_own.load(Ordering::SeqCst),
         }
     }
 
     async fn sync_inner<T: Transport>(&self, transport: &T) -> Result<SyncReport> {
         let mut report = SyncReport::default();
+        // A sync owes the server every op queued when it started; writes made meanwhile go
+        // along while it runs but do not keep it running (the app may write forever).
+        let owed_through = self.with_connection(|c| {
+            Ok(c.query_row(
+                "SELECT coalesce(max(seq), 0) FROM _burrow_outbox",
+                [],
+                |r| r.get::<_, i64>(0),
+            )?)
+        })?;
         // While a multi-page download is applied, the next page is already requested.
         let mut prefetch: Option<InFlight<'_>> = None;
         loop {
@@ -449,6 +500,7 @@ impl Client {
                         &self.schema,
                         self.options.upload_ops_max,
                         self.options.upload_bytes_max,
+                        Some(&mut lock(&self.journal)),
                     )?;
                     if let Some(u) = &batch.unsendable {
                         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -497,14 +549,26 @@ impl Client {
                     "the server answered none of the uploaded ops".into(),
                 ));
             }
-            // Done when a round read the outbox, found nothing to send and got the last page.
+            // Done at the last page once nothing owed is left unanswered (held parts of a large
+            // transaction count as unanswered), or when a round found nothing at all to send.
             // (A prefetched page carries no uploads: the outbox is read again after it.)
-            if batch.is_empty() && !more && !prefetched {
+            if !more && !prefetched && (batch.is_empty() || !self.owes_ops(owed_through)?) {
                 break;
             }
         }
         report.cursor = self.cursor()?.since;
         Ok(report)
+    }
+
+    /// Whether ops up to `seq` still wait for the server's answer.
+    fn owes_ops(&self, seq: i64) -> Result<bool> {
+        self.with_connection(|c| {
+            Ok(c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM _burrow_outbox WHERE seq <= ?1 AND ack_seq IS NULL)",
+                [seq],
+                |r| r.get(0),
+            )?)
+        })
     }
 
     fn reject_locally(
@@ -619,6 +683,7 @@ impl Client {
                 r.get(0)
             })?;
         let mut max_hlc = 0u64;
+        let mut refetched = false;
         for change in resp.changes {
             let change = row_change_from_wire(change);
             max_hlc = max_hlc.max(change.hlc.0);
@@ -646,6 +711,11 @@ impl Client {
             )?;
             if c.after == c.since {
                 report.ops_settled += apply::settle(&tx, &self.schema, c.since)?;
+                if self.refetch_own.load(Ordering::SeqCst) {
+                    // The pull from cursor 0 after a rebuild is complete.
+                    tx.execute("UPDATE _burrow_local SET refetch_own = 0 WHERE id = 1", [])?;
+                    refetched = true;
+                }
             }
         }
         fail::fail_point!("client-apply-before-commit", |_| Err(
@@ -653,6 +723,9 @@ impl Client {
         ));
         tx.execute("UPDATE _burrow_local SET applying = 0 WHERE id = 1", [])?;
         tx.commit()?;
+        if refetched {
+            self.refetch_own.store(false, Ordering::SeqCst);
+        }
         Ok(answered)
     }
 
@@ -665,6 +738,7 @@ impl Client {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
+        let recovery = Self::recovery_on(&conn)?;
         let mut pending_by_lane = std::collections::BTreeMap::new();
         let mut pending = 0u64;
         {
@@ -696,7 +770,23 @@ impl Client {
             conflicts: conflicts as u64,
             last_error,
             schema_version,
+            recovery,
         })
+    }
+
+    fn recovery_on(conn: &Connection) -> Result<Option<Recovery>> {
+        let (json, refetch): (Option<String>, bool) = conn.query_row(
+            "SELECT recovery, refetch_own FROM _burrow_local WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(recovery::read_record(json.as_deref(), refetch))
+    }
+
+    /// The last automatic rebuild of this database after damage, if there was one (also in
+    /// [`Status::recovery`]).
+    pub fn recovery(&self) -> Result<Option<Recovery>> {
+        Self::recovery_on(&lock(&self.conn))
     }
 
     fn rejected_ops_on(conn: &Connection) -> Result<Vec<RejectedOp>> {

@@ -19,7 +19,9 @@ CREATE TABLE IF NOT EXISTS _burrow_local (
   last_sync_at_ms INTEGER,
   last_error TEXT,
   schema_version INTEGER NOT NULL,
-  schema_text TEXT NOT NULL
+  schema_text TEXT NOT NULL,
+  recovery TEXT,
+  refetch_own INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS _burrow_outbox (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,

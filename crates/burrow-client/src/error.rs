@@ -23,6 +23,36 @@ pub enum Error {
     /// The server answered something the protocol does not allow.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// Reading or writing the op journal (`<db>.journal`) failed.
+    #[error("op journal {path}: {source}")]
+    Journal {
+        /// The journal file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Moving a damaged database file aside failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database is damaged and cannot be rebuilt automatically: no schema was given and
+    /// neither the op journal nor the damaged file holds one. Nothing was changed on disk.
+    #[error(
+        "{path} is damaged ({reason}) and cannot be rebuilt: no op journal holds its schema; \
+         open it with a schema (Client::open, or --schema) to rebuild it from the server"
+    )]
+    Unrecoverable {
+        /// The database file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl Error {
@@ -39,6 +69,19 @@ impl Error {
             }
             _ => false,
         }
+    }
+
+    /// Whether SQLite reports the database file as damaged (`SQLITE_CORRUPT`) or not a
+    /// database at all (`SQLITE_NOTADB`). Reopening the client rebuilds such a database.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            Error::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                )
+        )
     }
 }
 

@@ -7,8 +7,10 @@ pub mod apply;
 pub mod client;
 pub mod ddl;
 pub mod error;
+pub mod journal;
 pub mod open;
 pub mod outbox;
+pub mod recovery;
 pub mod schema_text;
 pub mod sql_value;
 pub mod transport;
@@ -17,4 +19,5 @@ pub use client::{
     Client, ClientOptions, ExecReport, LocalConflict, RejectedOp, Status, SyncReport,
 };
 pub use error::{Error, Result};
+pub use recovery::Recovery;
 pub use transport::{HttpTransport, TrafficStats, Transport, TransportError};

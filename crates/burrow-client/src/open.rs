@@ -24,6 +24,28 @@ pub fn connect(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Runs `PRAGMA quick_check`: `None` when the database is sound, else what is wrong. Fails
+/// with `SQLITE_CORRUPT` / `SQLITE_NOTADB` when SQLite cannot even read the file.
+pub fn quick_check(conn: &Connection) -> Result<Option<String>> {
+    let mut stmt = conn.prepare("PRAGMA quick_check(20)")?;
+    let problems: Vec<String> = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    if problems.len() == 1 && problems[0] == "ok" {
+        return Ok(None);
+    }
+    let mut text = problems.join("; ");
+    if text.len() > 500 {
+        let cut = (0..=500)
+            .rev()
+            .find(|i| text.is_char_boundary(*i))
+            .unwrap_or(0);
+        text.truncate(cut);
+        text.push_str(" …");
+    }
+    Ok(Some(format!("quick_check: {text}")))
+}
+
 /// The schema text and client id stored in an initialised database, if any.
 pub fn stored_state(conn: &Connection) -> Result<Option<(String, String)>> {
     let exists: bool = conn.query_row(
@@ -60,7 +82,19 @@ pub fn install(
     new_client_id: &str,
 ) -> Result<String> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let stored = stored_state(&tx)?;
+    let client_id = install_in(&tx, schema, schema_text, new_client_id)?;
+    tx.commit()?;
+    Ok(client_id)
+}
+
+/// [`install`] inside the caller's transaction (the caller commits).
+pub fn install_in(
+    tx: &rusqlite::Transaction<'_>,
+    schema: &Schema,
+    schema_text: &str,
+    new_client_id: &str,
+) -> Result<String> {
+    let stored = stored_state(tx)?;
     let (client_id, old_schema) = match &stored {
         Some((text, id)) => (id.clone(), Some(Schema::from_toml_str(text)?)),
         None => (new_client_id.to_string(), None),
@@ -69,7 +103,7 @@ pub fn install(
         Some(old) => {
             let diff = schema.migration_from(old)?;
             if schema.version == old.version {
-                return Ok(client_id); // nothing to do; the transaction rolls back unchanged
+                return Ok(client_id); // nothing to do
             }
             Some(diff)
         }
@@ -77,7 +111,7 @@ pub fn install(
     };
     tx.execute_batch(ddl::INTERNAL_TABLES)?;
     for t in schema.tables.values() {
-        let existing = table_columns(&tx, &t.name)?;
+        let existing = table_columns(tx, &t.name)?;
         if existing.is_empty() {
             tx.execute_batch(&ddl::create_table(t))?;
         } else {
@@ -106,9 +140,8 @@ pub fn install(
         )?;
     }
     if let Some(diff) = diff.filter(|d| !d.is_empty()) {
-        fill_from_shadow(&tx, schema, &diff)?;
+        fill_from_shadow(tx, schema, &diff)?;
     }
-    tx.commit()?;
     Ok(client_id)
 }
 

@@ -83,7 +83,7 @@ fn decode_op(
     )
 }
 
-fn decode_fields(
+pub(crate) fn decode_fields(
     schema: &Schema,
     table: String,
     data: Option<String>,
@@ -110,14 +110,21 @@ fn decode_fields(
 /// Seals the current capture group (so later writes from other connections start a new
 /// local transaction) and reads pending ops up to the limits: whole transactions, or parts of
 /// one transaction too large for a single request.
+///
+/// With a `journal`, every outbox op not yet journaled is appended to it (and synced) first,
+/// inside the same write transaction: no op reaches the server before it is journaled.
 pub fn read_batch(
     conn: &mut Connection,
     schema: &Schema,
     ops_max: usize,
     bytes_max: usize,
+    journal: Option<&mut crate::journal::Journal>,
 ) -> Result<Batch> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute("UPDATE _burrow_local SET tx = tx + 1 WHERE id = 1", [])?;
+    if let Some(journal) = journal {
+        journal.append_new(&tx)?;
+    }
     let mut batch = Batch::default();
     {
         let mut stmt = tx.prepare_cached(

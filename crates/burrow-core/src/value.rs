@@ -57,9 +57,10 @@ impl Value {
             (_, Value::Null) => Ok(Value::Null),
             // SQLite cannot store NaN (it becomes NULL) and JSON has no infinities: a replica
             // could never hold what the server would keep.
-            (ColumnType::Real, Value::Real(f)) if !f.is_finite() => {
-                Err(TypeMismatch { expected: ty, got: "non-finite real" })
-            }
+            (ColumnType::Real, Value::Real(f)) if !f.is_finite() => Err(TypeMismatch {
+                expected: ty,
+                got: "non-finite real",
+            }),
             (ColumnType::Text, Value::Text(s)) => Ok(Value::Text(s)),
             (ColumnType::Integer, Value::Integer(i)) => Ok(Value::Integer(i)),
             (ColumnType::Real, Value::Real(f)) => Ok(Value::Real(f)),
@@ -141,7 +142,11 @@ mod tests {
         assert!(Value::Text("{".into()).conform(ColumnType::Json).is_err());
         assert_eq!(Value::Null.conform(ColumnType::Blob), Ok(Value::Null));
         assert!(Value::Real(f64::NAN).conform(ColumnType::Real).is_err());
-        assert!(Value::Real(f64::INFINITY).conform(ColumnType::Real).is_err());
+        assert!(
+            Value::Real(f64::INFINITY)
+                .conform(ColumnType::Real)
+                .is_err()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 mod bad_input;
 mod capture;
 mod conflicts;
+mod corruption;
 mod harness;
 mod migration;
 mod sync;

@@ -385,3 +385,71 @@ async fn local_writes_queued_behind_a_multi_page_download_are_uploaded_in_the_sa
     );
     assert_eq!(rows(&b, "SELECT count(*) AS n FROM routes")[0]["n"], 300);
 }
+
+#[tokio::test]
+async fn syncing_one_op_takes_one_request() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    env.sync(&a).await;
+    a.execute("INSERT INTO shipments(id, status) VALUES ('s1', 'delivered')")
+        .unwrap();
+    let r = env.sync(&a).await;
+    assert_eq!(
+        (r.requests, r.ops_acked),
+        (1, 1),
+        "upload and download in one round trip"
+    );
+}
+
+/// Forwards requests; before each one the "app" writes another row through its own connection.
+struct WritesWhileSyncing {
+    inner: burrow_client::HttpTransport,
+    db: std::path::PathBuf,
+    n: std::sync::atomic::AtomicUsize,
+}
+
+impl burrow_client::Transport for WritesWhileSyncing {
+    async fn sync(
+        &self,
+        req: burrow_proto::v1::SyncRequest,
+    ) -> Result<
+        (burrow_proto::v1::SyncResponse, burrow_client::TrafficStats),
+        burrow_client::TransportError,
+    > {
+        let n = self.n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let c = rusqlite::Connection::open(&self.db).unwrap();
+        c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+        c.execute("INSERT INTO routes(id) VALUES (?1)", [format!("live-{n}")])
+            .unwrap();
+        self.inner.sync(req).await
+    }
+}
+
+#[tokio::test]
+async fn a_sync_finishes_while_the_app_keeps_writing() {
+    let env = Env::start().await;
+    let opts = burrow_client::ClientOptions {
+        upload_ops_max: 2,
+        ..Default::default()
+    };
+    let a = burrow_client::Client::open_with(env.db("a"), &schema(), None, opts).unwrap();
+    for i in 0..5 {
+        a.execute(&format!("INSERT INTO shipments(id) VALUES ('s{i}')"))
+            .unwrap();
+    }
+    let t = WritesWhileSyncing {
+        inner: env.transport("ann"),
+        db: env.db("a"),
+        n: std::sync::atomic::AtomicUsize::new(0),
+    };
+    let r = a.sync(&t).await.unwrap();
+    assert!(
+        r.ops_acked >= 5,
+        "everything queued at the start went up: {r:?}"
+    );
+    assert!(
+        r.requests <= 6,
+        "it did not chase the new writes forever: {r:?}"
+    );
+    assert!(a.status().unwrap().last_error.is_none());
+}
