@@ -82,6 +82,17 @@ impl Env {
     }
 }
 
+/// Inserts routes `r0000`… in one local transaction.
+pub fn insert_routes(c: &Client, n: usize) {
+    c.write(|tx| {
+        for i in 0..n {
+            tx.execute("INSERT INTO routes(id, day) VALUES (?1, 'mon')", [format!("r{i:04}")])?;
+        }
+        Ok(())
+    })
+    .unwrap();
+}
+
 pub fn rows(c: &Client, sql: &str) -> Vec<serde_json::Value> {
     c.query_json(sql)
         .unwrap()

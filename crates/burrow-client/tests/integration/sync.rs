@@ -284,16 +284,7 @@ async fn a_lost_response_to_the_last_part_still_acknowledges_every_part() {
 async fn a_row_deleted_during_a_multi_page_initial_sync_is_deleted_on_the_new_device() {
     let env = Env::start().await;
     let a = env.client("a");
-    a.write(|tx| {
-        for i in 0..500 {
-            tx.execute(
-                "INSERT INTO routes(id, day) VALUES (?1, 'mon')",
-                [format!("r{i:04}")],
-            )?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    insert_routes(&a, 500);
     env.sync(&a).await;
     let opts = burrow_client::ClientOptions {
         page_bytes_max: 2_000,
@@ -353,16 +344,7 @@ async fn a_deleted_id_can_be_created_again() {
 async fn local_writes_queued_behind_a_multi_page_download_are_uploaded_in_the_same_sync() {
     let env = Env::start().await;
     let a = env.client("a");
-    a.write(|tx| {
-        for i in 0..300 {
-            tx.execute(
-                "INSERT INTO routes(id, day) VALUES (?1, 'mon')",
-                [format!("r{i:04}")],
-            )?;
-        }
-        Ok(())
-    })
-    .unwrap();
+    insert_routes(&a, 300);
     env.sync(&a).await;
     let opts = burrow_client::ClientOptions {
         page_bytes_max: 1_000,
