@@ -86,7 +86,10 @@ impl Env {
 pub fn insert_routes(c: &Client, n: usize) {
     c.write(|tx| {
         for i in 0..n {
-            tx.execute("INSERT INTO routes(id, day) VALUES (?1, 'mon')", [format!("r{i:04}")])?;
+            tx.execute(
+                "INSERT INTO routes(id, day) VALUES (?1, 'mon')",
+                [format!("r{i:04}")],
+            )?;
         }
         Ok(())
     })
