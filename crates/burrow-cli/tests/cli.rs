@@ -3,28 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_burrow");
-const SCHEMA: &str = include_str!("../assets/delivery.toml");
+mod common;
 
-fn burrow(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("BURROW_TOKEN")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
+use common::{BIN, SCHEMA, burrow, stdout};
 
 struct Server(Child);
 

@@ -23,35 +23,18 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_burrow");
-const SCHEMA: &str = include_str!("../assets/delivery.toml");
+mod common;
+
+use common::{BIN, SCHEMA, burrow, stdout};
 
 /// Client kills in `client_survives_kill_9`.
 const CLIENT_KILLS: u64 = 100;
 /// Server kills in `server_survives_kill_9`.
 const SERVER_KILLS: u64 = 12;
-
-fn burrow(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("BURROW_TOKEN")
-        .env_remove("BURROW_URL")
-        .output()
-        .unwrap()
-}
-
-fn stdout(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
 
 fn seed(test: &str) -> u64 {
     let seed = std::env::var("BURROW_CRASH_SEED")

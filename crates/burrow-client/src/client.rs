@@ -11,7 +11,7 @@ use burrow_core::env::{Clock, SystemClock};
 use burrow_core::{Cursor, Schema};
 use burrow_proto::convert::{op_to_wire, row_change_from_wire};
 use burrow_proto::{PROTOCOL_VERSION, v1};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -247,7 +247,7 @@ impl Client {
     ) -> Result<Client> {
         let text = match schema_text {
             Some(t) => t.to_string(),
-            None => crate::schema_text::render(schema),
+            None => schema.to_toml(),
         };
         Client::open_checked(
             path.as_ref(),
@@ -842,13 +842,8 @@ impl Client {
     /// on two devices exactly when they hold the same data.
     pub fn state_hash(&self) -> Result<String> {
         let conn = lock(&self.conn);
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut feed = |bytes: &[u8]| {
-            for b in bytes {
-                h ^= u64::from(*b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
+        let mut h = burrow_core::hash::Fnv64::new();
+        let mut feed = |bytes: &[u8]| h.update(bytes);
         for t in self.schema.tables.values() {
             feed(t.name.as_bytes());
             let cols: Vec<String> = t.columns.iter().map(|c| crate::ddl::q(&c.name)).collect();
@@ -866,19 +861,6 @@ impl Client {
                 }
             }
         }
-        Ok(format!("{h:016x}"))
-    }
-
-    /// The op (by client sequence) still in the outbox, if any; for tests and tools.
-    pub fn outbox_contains(&self, client_seq: u64) -> Result<bool> {
-        let conn = lock(&self.conn);
-        Ok(conn
-            .query_row(
-                "SELECT 1 FROM _burrow_outbox WHERE seq = ?1",
-                [client_seq as i64],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
+        Ok(format!("{:016x}", h.finish()))
     }
 }

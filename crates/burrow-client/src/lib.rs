@@ -11,7 +11,6 @@ pub mod journal;
 pub mod open;
 pub mod outbox;
 pub mod recovery;
-pub mod schema_text;
 pub mod sql_value;
 pub mod transport;
 

@@ -6,6 +6,7 @@
 //! seeded simulator can reproduce a run exactly.
 
 pub mod env;
+pub mod hash;
 pub mod hlc;
 pub mod op;
 pub mod resolve;

@@ -82,12 +82,7 @@ pub fn delete_overrides_concurrent(v: &FieldVersion, delete_replica: u64, base_s
 /// A stable 64-bit tag for a client id (FNV-1a), used for deterministic tie-breaks that do not
 /// depend on the order in which the server first met the clients.
 pub fn replica_tag(client_id: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in client_id.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    crate::hash::fnv1a64(client_id.as_bytes())
 }
 
 /// One field as the server stores it.

@@ -564,19 +564,45 @@ impl Schema {
         self.tables.get(name)
     }
 
-    /// A canonical text form, stored by clients and compared to detect edits without a
-    /// version bump.
+    /// A canonical text form, compared to detect edits without a version bump: the
+    /// schema's TOML rendering ([`Schema::to_toml`]).
     pub fn fingerprint(&self) -> String {
-        let mut out = format!("v{}", self.version);
+        self.to_toml()
+    }
+
+    /// A TOML text that parses back to an equal schema; stored by clients opened with a
+    /// schema built in code.
+    pub fn to_toml(&self) -> String {
+        fn policy_keys(p: &Policy) -> String {
+            match p {
+                Policy::Prefer { claim, value } => {
+                    format!(", policy = \"prefer\", claim = {claim:?}, value = {value:?}")
+                }
+                Policy::MaxBy { column } => format!(", policy = \"max_by\", column = {column:?}"),
+                Policy::Order { order } => format!(", policy = \"order\", order = {order:?}"),
+                other => format!(", policy = {:?}", other.name()),
+            }
+        }
+        let mut out = format!("version = {}\n", self.version);
         for t in self.tables.values() {
-            out.push_str(&format!(";{}:{}", t.name, t.priority.as_str()));
+            out.push_str(&format!(
+                "\n[tables.{}]\npriority = \"{}\"\n",
+                t.name,
+                t.priority.as_str()
+            ));
+            out.push_str(&format!("[tables.{}.columns]\nid = \"text\"\n", t.name));
             for c in &t.columns {
+                let refs = c
+                    .references
+                    .as_ref()
+                    .map(|r| format!(", references = {r:?}"))
+                    .unwrap_or_default();
                 out.push_str(&format!(
-                    ",{}:{}:{}:{}",
+                    "{} = {{ type = \"{}\"{}{} }}\n",
                     c.name,
                     c.ty,
-                    c.policy.name(),
-                    c.references.as_deref().unwrap_or("")
+                    policy_keys(&c.policy),
+                    refs
                 ));
             }
         }
@@ -749,6 +775,15 @@ weight_kg = "real"
             Schema::from_toml_str("version = "),
             Err(SchemaError::Toml(_))
         ));
+    }
+
+    #[test]
+    fn to_toml_round_trips() {
+        let s = Schema::from_toml_str(
+            "version = 3\n[tables.a]\npriority = \"bulk\"\n[tables.a.columns]\nx = \"blob\"\ny = { type = \"text\", policy = \"lww\" }\n[tables.b.columns]\nr = { type = \"text\", references = \"a\" }\n",
+        )
+        .unwrap();
+        assert_eq!(Schema::from_toml_str(&s.to_toml()).unwrap(), s);
     }
 
     #[test]

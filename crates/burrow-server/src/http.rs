@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use burrow_core::env::{Clock, SystemClock};
 use burrow_core::{Cursor, OutcomeKind, Schema};
-use burrow_proto::convert::{op_from_wire, op_to_wire, row_change_into_wire};
+use burrow_proto::convert::{op_from_wire, row_change_into_wire};
 use burrow_proto::{CONTENT_TYPE, PROTOCOL_VERSION, decode_frame, encode_frame, v1};
 use prost::Message;
 use std::sync::Arc;
@@ -136,12 +136,7 @@ pub fn router<S: ServerStore>(state: Arc<AppState<S>>) -> Router {
 
 /// FNV-1a over the op's canonical encoding: identifies a retried payload.
 fn payload_hash(op: &v1::Op) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in op.encode_to_vec() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
+    burrow_core::hash::fnv1a64(&op.encode_to_vec())
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
@@ -394,10 +389,4 @@ pub async fn process_sync<S: ServerStore>(
         )
     })?;
     Ok(body)
-}
-
-#[doc(hidden)]
-/// Re-encodes a domain op the way clients send it; used by tests that forge requests.
-pub fn wire_op(op: &burrow_core::Op) -> v1::Op {
-    op_to_wire(op)
 }

@@ -6,6 +6,7 @@ use crate::net::{Counters, DeviceClock, LinkFaults, Net, Partition, SimClock, Si
 use burrow_client::{Client, ClientOptions};
 use burrow_core::Schema;
 use burrow_core::env::{Clock, Rng, SeededRng};
+use burrow_core::hash::Fnv64;
 use burrow_server::ServerConfig;
 use burrow_server::store::ServerStore;
 use std::path::PathBuf;
@@ -77,14 +78,12 @@ pub struct SimReport {
 
 /// FNV-1a over the trace of a run.
 #[derive(Debug)]
-pub(crate) struct Trace(u64);
+pub(crate) struct Trace(Fnv64);
 
 impl Trace {
     pub(crate) fn feed(&mut self, s: &str) {
-        for b in s.as_bytes().iter().chain(std::iter::once(&0xffu8)) {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.0.update(s.as_bytes());
+        self.0.update(&[0xff]);
     }
 }
 
@@ -224,7 +223,7 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
         seed,
         ..Default::default()
     };
-    let mut trace = Trace(0xcbf2_9ce4_8422_2325);
+    let mut trace = Trace(Fnv64::new());
     let mut local_counters = Counters::default();
     for d in devices.iter_mut() {
         d.open(&schema)?;
@@ -332,7 +331,7 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
     let mut counters = net.counters.lock().map(|c| c.clone()).unwrap_or_default();
     counters.add(&local_counters);
     report.counters = counters;
-    report.trace_hash = trace.0;
+    report.trace_hash = trace.0.finish();
     Ok(report)
 }
 
