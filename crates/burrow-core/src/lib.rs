@@ -5,6 +5,7 @@
 //! time and randomness arrive through the [`env::Clock`] and [`env::Rng`] traits so that a
 //! seeded simulator can reproduce a run exactly.
 
+pub mod crdt;
 pub mod env;
 pub mod hash;
 pub mod hlc;

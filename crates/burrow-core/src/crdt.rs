@@ -1,0 +1,1 @@
+//! CRDT text and list fields (loro). TODO(#4): being written.
