@@ -59,6 +59,28 @@ enum ClientCommand {
         #[arg(long)]
         json: bool,
     },
+    /// List the conflict records this device is involved in (manual ones stay `open` until
+    /// resolved).
+    Conflicts {
+        /// Print as a JSON array of records.
+        #[arg(long)]
+        json: bool,
+        /// Only open (manual, unresolved) conflicts.
+        #[arg(long)]
+        open: bool,
+    },
+    /// Resolve an open manual conflict: keep one version, or store a merged value.
+    #[command(group(clap::ArgGroup::new("choice").required(true).args(["pick", "value"])))]
+    Resolve {
+        /// The conflict id (see `conflicts`).
+        id: String,
+        /// Keep the version with this index (the `version` field of `conflicts --json`).
+        #[arg(long)]
+        pick: Option<usize>,
+        /// Store this JSON value instead (a JSON object of columns for a whole-row conflict).
+        #[arg(long)]
+        value: Option<String>,
+    },
 }
 
 fn open(args: &ClientArgs) -> Result<Client> {
@@ -146,6 +168,7 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                     );
                 }
                 println!("conflicts     {}", s.conflicts);
+                println!("open_conflicts {}", s.open_conflicts);
                 if let Some(e) = &s.last_error {
                     println!("last_error    {e}");
                 }
@@ -163,6 +186,65 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                     );
                 }
             }
+        }
+        ClientCommand::Conflicts { json, open } => {
+            let list: Vec<_> = client
+                .conflicts()?
+                .into_iter()
+                .filter(|c| !open || c.status == burrow_core::conflict::ConflictStatus::Open)
+                .collect();
+            if *json {
+                let with_index: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|c| {
+                        let mut v = serde_json::to_value(c).unwrap_or_default();
+                        if let Some(vs) = v["versions"].as_array_mut() {
+                            for (i, x) in vs.iter_mut().enumerate() {
+                                x["version"] = serde_json::json!(i);
+                            }
+                        }
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string(&with_index)?);
+            } else {
+                for c in &list {
+                    println!(
+                        "{} {} {}/{}.{} ({})",
+                        c.id,
+                        c.status.as_str(),
+                        c.table,
+                        c.row_id,
+                        c.column,
+                        c.reason
+                    );
+                    for (i, v) in c.versions.iter().enumerate() {
+                        println!(
+                            "  [{i}]{} {} by {} at {}",
+                            if v.won { "*" } else { " " },
+                            if v.deleted {
+                                "<deleted>".to_string()
+                            } else {
+                                v.value.to_string()
+                            },
+                            v.client.as_deref().unwrap_or("?"),
+                            burrow_client::client::rfc3339_ms(v.time_ms)
+                        );
+                    }
+                }
+            }
+        }
+        ClientCommand::Resolve { id, pick, value } => {
+            let resolution = match (pick, value) {
+                (Some(i), _) => burrow_client::Resolution::Pick(*i),
+                (None, Some(v)) => burrow_client::Resolution::Value(
+                    serde_json::from_str(v)
+                        .with_context(|| format!("--value {v:?} is not JSON"))?,
+                ),
+                (None, None) => anyhow::bail!("give --pick VERSION or --value JSON"),
+            };
+            let chosen = client.resolve(id, resolution)?;
+            println!("resolved {id}: {chosen} (sync to send the resolution)");
         }
         ClientCommand::Sync { server, json } => {
             let token = args

@@ -263,11 +263,15 @@ async fn run_async(args: DemoArgs) -> Result<ExitCode> {
     );
     let s1 = row("SELECT id FROM shipments WHERE id = 's1'")?;
     let log = server.store().conflicts(1000).await?;
-    let logged_s0 = log
-        .iter()
-        .any(|c| c.row_id == "s0" && c.loser_value == burrow_core::Value::Text("delivered".into()));
+    let logged_s0 = log.iter().any(|c| {
+        c.row_id == "s0"
+            && c.losers()
+                .any(|l| l.value == serde_json::json!("delivered"))
+    });
     let logged_s1 = log.iter().any(|c| {
-        c.row_id == "s1" && c.reason == "deleted" && c.loser_value == burrow_core::Value::Integer(9)
+        c.row_id == "s1"
+            && c.reason == "deleted"
+            && c.losers().any(|l| l.value == serde_json::json!(9))
     });
     check(
         "delete beats concurrent update",

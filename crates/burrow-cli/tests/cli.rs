@@ -241,3 +241,133 @@ fn several_processes_write_the_same_database_without_locked_errors() {
         "every write of every process captured"
     );
 }
+
+#[test]
+fn manual_conflict_listed_and_resolved_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("schema.toml");
+    std::fs::write(
+        &schema,
+        "version = 1\n[tables.items.columns]\nlabel = { type = \"text\", policy = \"manual\" }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (_server, url) = start_server(&data, &schema);
+    let token = stdout(&burrow(&[
+        "token",
+        "--data",
+        data.to_str().unwrap(),
+        "--user",
+        "ann",
+    ]));
+    let token = token.trim();
+    let (a, b, s) = (
+        dir.path().join("a.db"),
+        dir.path().join("b.db"),
+        schema.to_str().unwrap(),
+    );
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let sync = |db: &str| {
+        stdout(&burrow(&[
+            "client", "--db", db, "--schema", s, "sync", "--server", &url, "--token", token,
+        ]))
+    };
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        a,
+        "--schema",
+        s,
+        "exec",
+        "INSERT INTO items(id, label) VALUES ('i1', 'start')",
+    ]));
+    sync(a);
+    sync(b);
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        a,
+        "exec",
+        "UPDATE items SET label = 'from a'",
+    ]));
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        b,
+        "exec",
+        "UPDATE items SET label = 'from b'",
+    ]));
+    sync(a);
+    sync(b);
+    sync(a);
+    let list = |db: &str| -> serde_json::Value {
+        serde_json::from_str(&stdout(&burrow(&[
+            "client",
+            "--db",
+            db,
+            "conflicts",
+            "--json",
+        ])))
+        .unwrap()
+    };
+    for db in [a, b] {
+        let l = list(db);
+        assert_eq!(l.as_array().unwrap().len(), 1, "{l}");
+        assert_eq!(l[0]["status"], "open");
+        assert_eq!(l[0]["versions"].as_array().unwrap().len(), 2);
+        assert_eq!(l[0]["versions"][1]["version"], 1);
+    }
+    let l = list(b);
+    let id = l[0]["id"].as_str().unwrap().to_string();
+    let loser = l[0]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["won"] == false)
+        .unwrap();
+    let (pick, picked) = (
+        loser["version"].to_string(),
+        loser["value"].as_str().unwrap().to_string(),
+    );
+    // Neither or both choices: usage error (exit 2).
+    let none = burrow(&["client", "--db", b, "resolve", &id]);
+    assert_eq!(none.status.code(), Some(2));
+    stdout(&burrow(&[
+        "client", "--db", b, "resolve", &id, "--pick", &pick,
+    ]));
+    sync(b);
+    sync(a);
+    for db in [a, b] {
+        let l = list(db);
+        assert_eq!(l[0]["status"], "resolved", "{l}");
+        assert_eq!(l[0]["resolution"], serde_json::json!(picked));
+        let rows: serde_json::Value = serde_json::from_str(&stdout(&burrow(&[
+            "client",
+            "--db",
+            db,
+            "query",
+            "SELECT label FROM items",
+            "--json",
+        ])))
+        .unwrap();
+        assert_eq!(rows, serde_json::json!([{ "label": picked }]));
+        let open = list_open(db);
+        assert!(open.as_array().unwrap().is_empty());
+    }
+    // Resolving again is refused with a reason.
+    let again = burrow(&["client", "--db", b, "resolve", &id, "--value", "\"x\""]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not open"));
+}
+
+fn list_open(db: &str) -> serde_json::Value {
+    serde_json::from_str(&stdout(&burrow(&[
+        "client",
+        "--db",
+        db,
+        "conflicts",
+        "--open",
+        "--json",
+    ])))
+    .unwrap()
+}

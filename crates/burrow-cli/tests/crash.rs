@@ -357,7 +357,7 @@ fn check_client(db: &Path, rows: u64) -> ClientState {
         "an outbox group is not a whole transaction"
     );
     assert_eq!(count(&conn, "SELECT count(*) FROM _burrow_rejected"), 0);
-    assert_eq!(count(&conn, "SELECT count(*) FROM _burrow_conflicts"), 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM _burrow_lost"), 0);
     // Every row is either acknowledged (in the shadow) or pending (in the outbox), not both.
     let acked = count(
         &conn,
@@ -425,7 +425,13 @@ fn check_server_exactly_once(server_db: &Path, n: u64) {
         "one change sequence per op"
     );
     assert_eq!(count(&conn, "SELECT count(DISTINCT seq) FROM rows"), n);
-    assert_eq!(count(&conn, "SELECT count(*) FROM conflicts"), 0);
+    assert_eq!(
+        count(
+            &conn,
+            "SELECT count(*) FROM rows WHERE tbl = '_burrow_conflicts'"
+        ),
+        0
+    );
     assert_eq!(count(&conn, "SELECT count(*) FROM staged"), 0);
 }
 

@@ -5,7 +5,8 @@
 use crate::ddl::q;
 use crate::error::{Error, Result};
 use crate::sql_value::SqlParam;
-use burrow_core::resolve::{FieldVersion, ServerRow, StoredField};
+use burrow_core::conflict::{CONFLICTS_TABLE, ConflictEntry};
+use burrow_core::resolve::{FieldVersion, ServerRow, StoredField, crdt_kind};
 use burrow_core::{Hlc, RowChange, Schema, Table, Value};
 use burrow_proto::convert::{server_row_from_parts, stored_fields_to_bytes};
 use rusqlite::{OptionalExtension, Transaction, params};
@@ -229,8 +230,16 @@ pub fn write_visible(
         return Ok(());
     }
     let null = Value::Null;
-    let pick = |c: &&burrow_core::Column| !mask.columns.contains(&c.name);
-    let values: Vec<(&str, &Value)> = table
+    let mut merged_values: Vec<(&str, Value)> = Vec::new();
+    for c in table.columns.iter().filter(|c| c.policy.is_merged()) {
+        if only.is_none_or(|o| o.contains(&c.name))
+            && let Some(v) = crate::merged::visible_value(tx, table, row_id, c, Some(shadow))?
+        {
+            merged_values.push((c.name.as_str(), v));
+        }
+    }
+    let pick = |c: &&burrow_core::Column| !mask.columns.contains(&c.name) && !c.policy.is_merged();
+    let mut values: Vec<(&str, &Value)> = table
         .columns
         .iter()
         .filter(pick)
@@ -246,7 +255,7 @@ pub fn write_visible(
             )
         })
         .collect();
-    let all: Vec<(&str, &Value)> = table
+    let mut all: Vec<(&str, &Value)> = table
         .columns
         .iter()
         .filter(pick)
@@ -257,6 +266,10 @@ pub fn write_visible(
                 .map(|f| (c.name.as_str(), &f.value))
         })
         .collect();
+    for (c, v) in &merged_values {
+        values.push((c, v));
+        all.push((c, v));
+    }
     write_columns(tx, table, row_id, &values, &all)
 }
 
@@ -268,6 +281,9 @@ pub fn apply_change(
     change: &RowChange,
     outbox_empty: bool,
 ) -> Result<()> {
+    if change.table == CONFLICTS_TABLE {
+        return store_conflict_record(tx, change);
+    }
     let table = schema.table(&change.table);
     let shadow = read_shadow(tx, &change.table, &change.row_id)?;
     if shadow.as_ref().is_some_and(|s| s.seq > change.seq) {
@@ -306,6 +322,7 @@ pub fn apply_change(
                         hlc: Hlc::ZERO,
                         replica: 0,
                     },
+                    rank: Value::Null,
                 },
             );
             changed.push(&f.column);
@@ -314,6 +331,8 @@ pub fn apply_change(
     row.seq = row.seq.max(change.seq);
     write_shadow(tx, &change.table, &change.row_id, &row)?;
     let Some(table) = table else { return Ok(()) };
+    // Merged columns show server state combined with pending local edits, whatever the mask.
+    let merged_values = merged_visible(tx, schema, table, &change.row_id, &row, &changed)?;
     let mask = if outbox_empty {
         Mask::default()
     } else {
@@ -322,24 +341,98 @@ pub fn apply_change(
     if mask.all {
         return Ok(());
     }
-    let visible = |c: &str| table.column(c).is_some() && !mask.columns.contains(c);
-    let values: Vec<(&str, &Value)> = changed
+    let visible = |c: &str| {
+        table.column(c).is_some_and(|col| !col.policy.is_merged()) && !mask.columns.contains(c)
+    };
+    let mut values: Vec<(&str, &Value)> = changed
         .iter()
         .filter(|c| visible(c))
         .filter_map(|c| row.fields.get(*c).map(|f| (*c, &f.value)))
         .collect();
-    let all: Vec<(&str, &Value)> = row
+    let mut all: Vec<(&str, &Value)> = row
         .fields
         .iter()
         .filter(|(c, _)| visible(c))
         .map(|(c, f)| (c.as_str(), &f.value))
         .collect();
+    for (c, v) in &merged_values {
+        values.push((c, v));
+        all.push((c, v));
+    }
     if known_before {
         write_columns(tx, table, &change.row_id, &values, &all)
     } else {
         // A row new to this device: one upsert (it exists locally only if the app created it).
         upsert_visible(tx, table, &change.row_id, &all)
     }
+}
+
+/// The values to show for the merged columns among `changed` (a counter: the shadow total
+/// plus pending increments; a CRDT: the local document after importing the server's).
+fn merged_visible<'c>(
+    tx: &Transaction<'_>,
+    schema: &Schema,
+    table: &Table,
+    row_id: &str,
+    row: &ServerRow,
+    changed: &[&'c str],
+) -> Result<Vec<(&'c str, Value)>> {
+    let mut out = Vec::new();
+    let mut converted = false;
+    for c in changed {
+        let Some(col) = table.column(c).filter(|col| col.policy.is_merged()) else {
+            continue;
+        };
+        let value = match (crdt_kind(&col.policy), row.fields.get(*c).map(|f| &f.value)) {
+            (Some(_), Some(Value::Blob(bytes))) => {
+                if !converted {
+                    // Pending edits are diffed against the text the user saw, before merging.
+                    crate::merged::convert_pending(tx, schema, Some((&table.name, row_id)))?;
+                    converted = true;
+                }
+                crate::merged::import_server_doc(tx, table, row_id, col, bytes)?
+            }
+            _ => crate::merged::visible_value(tx, table, row_id, col, Some(row))?
+                .unwrap_or(Value::Null),
+        };
+        out.push((*c, value));
+    }
+    Ok(out)
+}
+
+/// Keeps a conflict record the server sent in `_burrow_conflicts`.
+fn store_conflict_record(tx: &Transaction<'_>, change: &RowChange) -> Result<()> {
+    if change.deleted {
+        tx.prepare_cached("DELETE FROM _burrow_conflicts WHERE id = ?1")?
+            .execute([&change.row_id])?;
+        return Ok(());
+    }
+    let Some(e) = ConflictEntry::from_fields(
+        &change.row_id,
+        change.seq,
+        change.fields.iter().map(|f| (f.column.as_str(), &f.value)),
+    ) else {
+        return Err(Error::Protocol(format!(
+            "conflict record {} is malformed",
+            change.row_id
+        )));
+    };
+    tx.prepare_cached(
+        "INSERT INTO _burrow_conflicts(id, seq, status, tbl, row_id, col, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, status = excluded.status,
+           record = excluded.record WHERE excluded.seq >= _burrow_conflicts.seq",
+    )?
+    .execute(params![
+        e.id,
+        e.seq as i64,
+        e.status.as_str(),
+        e.table,
+        e.row_id,
+        e.column,
+        serde_json::to_string(&e).map_err(|err| Error::Corrupt(err.to_string()))?
+    ])?;
+    Ok(())
 }
 
 /// Restores the visible row to the server-confirmed state for `columns` (all when `None`)
@@ -373,6 +466,9 @@ pub struct OwnResult {
     pub stale_columns: BTreeSet<String>,
     /// The whole row is newer in the shadow (deleted or re-created since): show the shadow.
     pub restore_all: bool,
+    /// The op set merged columns (counters, CRDTs): their server value arrives by download,
+    /// so the op stays (acknowledged) until the cursor covers its change.
+    pub merged: bool,
 }
 
 /// Records in the shadow the values an op made on the server: its columns except `lost`, at
@@ -405,11 +501,14 @@ pub fn record_own_result(
         row_id,
         stale_columns: BTreeSet::new(),
         restore_all: false,
+        merged: false,
     };
     let shadow = read_shadow(tx, &own.table, &own.row_id)?;
     let shadow_seq = shadow.as_ref().map_or(0, |s| s.seq);
     if kind == burrow_core::OpKind::Delete.code() {
-        if shadow_seq > change_seq && shadow.as_ref().is_some_and(|s| !s.deleted) {
+        if !lost.is_empty() {
+            own.restore_all = true; // the delete lost to a concurrent update (update_wins)
+        } else if shadow_seq > change_seq && shadow.as_ref().is_some_and(|s| !s.deleted) {
             own.restore_all = true; // re-created elsewhere after this delete
         } else {
             write_tombstone(tx, &own.table, &own.row_id, change_seq.max(shadow_seq))?;
@@ -440,6 +539,10 @@ pub fn record_own_result(
         let Some(col) = t.column(&column) else {
             continue;
         };
+        if col.policy.is_merged() {
+            own.merged = true;
+            continue; // the server's merged value arrives by download
+        }
         let newer_known = row
             .fields
             .get(&column)
@@ -462,6 +565,7 @@ pub fn record_own_result(
                     hlc: Hlc::ZERO,
                     replica: 0,
                 },
+                rank: Value::Null,
             },
         );
     }

@@ -7,8 +7,9 @@ use crate::outbox::{self, UPLOAD_BYTES_MAX, UPLOAD_OPS_MAX};
 use crate::recovery::{self, Recovery};
 use crate::sql_value::sql_to_json;
 use crate::transport::Transport;
+use burrow_core::conflict::{CONFLICTS_TABLE, ConflictEntry, ConflictStatus, WHOLE_ROW};
 use burrow_core::env::{Clock, SystemClock};
-use burrow_core::{Cursor, Schema};
+use burrow_core::{Cursor, Schema, Value};
 use burrow_proto::convert::{op_to_wire, row_change_from_wire};
 use burrow_proto::{PROTOCOL_VERSION, v1};
 use rusqlite::{Connection, TransactionBehavior, params};
@@ -143,9 +144,11 @@ pub struct RejectedOp {
     pub message: String,
 }
 
-/// A local record of an op that lost (some of) its fields to a concurrent change.
+/// A local record of an op that lost (some of) its fields to a concurrent change (the values
+/// are also in the server's conflict log and, for the devices involved, in
+/// [`Client::conflicts`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct LocalConflict {
+pub struct LostWrite {
     /// The op's client sequence.
     pub client_seq: u64,
     /// Table.
@@ -158,6 +161,41 @@ pub struct LocalConflict {
     pub message: String,
     /// The op's values (JSON object).
     pub data: Option<serde_json::Value>,
+}
+
+/// How the user resolves a manual conflict ([`Client::resolve`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// Keep the version at this index of the record's `versions`.
+    Pick(usize),
+    /// Store this value instead (for a whole-row conflict: a JSON object of columns).
+    Value(serde_json::Value),
+}
+
+/// A JSON value as a value of `table.column`.
+fn json_to_column(
+    table: &burrow_core::Table,
+    column: &str,
+    v: &serde_json::Value,
+) -> Result<Value> {
+    let col = table
+        .column(column)
+        .ok_or_else(|| Error::Invalid(format!("{} has no column {column}", table.name)))?;
+    let v = match (col.ty, v) {
+        (burrow_core::ColumnType::Json, j) if !j.is_string() && !j.is_null() => {
+            serde_json::Value::String(j.to_string())
+        }
+        (burrow_core::ColumnType::Bool, serde_json::Value::Bool(b)) => {
+            serde_json::Value::from(i64::from(*b))
+        }
+        _ => v.clone(),
+    };
+    crate::sql_value::from_trigger_json(col.ty, &v).ok_or_else(|| {
+        Error::Invalid(format!(
+            "{v} is not a {} value for {}.{column}",
+            col.ty, table.name
+        ))
+    })
 }
 
 /// A snapshot of the client's sync state, for a status screen.
@@ -179,6 +217,8 @@ pub struct Status {
     pub rejected: Vec<RejectedOp>,
     /// Number of local ops that lost a conflict.
     pub conflicts: u64,
+    /// Manual conflicts waiting for the user ([`Client::conflicts`], [`Client::resolve`]).
+    pub open_conflicts: u64,
     /// The last sync error, cleared by a successful sync.
     pub last_error: Option<String>,
     /// Schema version of the database.
@@ -637,7 +677,11 @@ impl Client {
                         continue; // already handled (a duplicate outcome)
                     };
                     report.ops_acked += 1;
-                    if o.lost_columns.is_empty() {
+                    if o.lost_columns.is_empty() && own.merged {
+                        // Counter/CRDT values come back merged by download: keep the op
+                        // (acknowledged) until the cursor covers its change.
+                        outbox::acknowledge(&tx, o.client_seq, resp.ack_seq)?;
+                    } else if o.lost_columns.is_empty() {
                         // The server holds exactly this op's values (now in the shadow): done.
                         outbox::remove(&tx, o.client_seq)?;
                         report.ops_settled += 1;
@@ -659,7 +703,7 @@ impl Client {
                         debug_assert_eq!(kind, v1::OutcomeKind::Conflict);
                         report.conflicts += 1;
                         tx.execute(
-                            "INSERT INTO _burrow_conflicts(client_seq, tbl, row_id, lost_columns, message, data, at_ms)
+                            "INSERT INTO _burrow_lost(client_seq, tbl, row_id, lost_columns, message, data, at_ms)
                              SELECT seq, tbl, row_id, ?2, ?3, data, ?4 FROM _burrow_outbox WHERE seq = ?1",
                             params![o.client_seq as i64, o.lost_columns.join(","), o.message, self.now_ms() as i64],
                         )?;
@@ -758,7 +802,12 @@ impl Client {
         }
         let rejected = Self::rejected_ops_on(&conn)?;
         let conflicts: i64 =
-            conn.query_row("SELECT count(*) FROM _burrow_conflicts", [], |r| r.get(0))?;
+            conn.query_row("SELECT count(*) FROM _burrow_lost", [], |r| r.get(0))?;
+        let open_conflicts: i64 = conn.query_row(
+            "SELECT count(*) FROM _burrow_conflicts WHERE status = 'open'",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(Status {
             client_id: self.client_id.clone(),
             pending_ops: pending,
@@ -768,6 +817,7 @@ impl Client {
             rejected_ops: rejected.len() as u64,
             rejected,
             conflicts: conflicts as u64,
+            open_conflicts: open_conflicts as u64,
             last_error,
             schema_version,
             recovery,
@@ -814,15 +864,15 @@ impl Client {
     }
 
     /// Local ops that lost (some of) their fields to concurrent changes, oldest first.
-    pub fn conflicts(&self) -> Result<Vec<LocalConflict>> {
+    pub fn lost_writes(&self) -> Result<Vec<LostWrite>> {
         let conn = lock(&self.conn);
         let mut stmt = conn.prepare(
-            "SELECT client_seq, tbl, row_id, lost_columns, message, data FROM _burrow_conflicts ORDER BY id",
+            "SELECT client_seq, tbl, row_id, lost_columns, message, data FROM _burrow_lost ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             let lost: String = r.get(3)?;
             let data: Option<String> = r.get(5)?;
-            Ok(LocalConflict {
+            Ok(LostWrite {
                 client_seq: r.get::<_, i64>(0)? as u64,
                 table: r.get(1)?,
                 row_id: r.get(2)?,
@@ -836,6 +886,132 @@ impl Client {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The conflict records this device is involved in (synced from the server's conflict
+    /// log), oldest first: values its writes overwrote or lost, and manual conflicts
+    /// (`status` open until someone resolves them with [`Client::resolve`]).
+    pub fn conflicts(&self) -> Result<Vec<ConflictEntry>> {
+        let conn = lock(&self.conn);
+        let mut stmt = conn.prepare("SELECT record FROM _burrow_conflicts ORDER BY seq, id")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for json in rows {
+            let json = json?;
+            out.push(
+                serde_json::from_str(&json)
+                    .map_err(|e| Error::Corrupt(format!("conflict record: {e}")))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// Resolves an open manual conflict by choosing one of its versions or supplying a merged
+    /// value. The choice is written to the row as an ordinary captured op, together (in the
+    /// same local transaction) with an op that closes the conflict on the server and so on
+    /// every device involved. Returns the value written.
+    ///
+    /// ```no_run
+    /// # fn f(client: &burrow_client::Client) -> burrow_client::Result<()> {
+    /// use burrow_client::Resolution;
+    /// for c in client.conflicts()? {
+    ///     if c.status == burrow_core::conflict::ConflictStatus::Open {
+    ///         client.resolve(&c.id, Resolution::Pick(0))?;
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn resolve(&self, id: &str, resolution: Resolution) -> Result<serde_json::Value> {
+        let entry = self
+            .conflicts()?
+            .into_iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| Error::Invalid(format!("no conflict {id} on this device")))?;
+        if entry.status != ConflictStatus::Open {
+            return Err(Error::Invalid(format!(
+                "conflict {id} is {}, not open",
+                entry.status.as_str()
+            )));
+        }
+        let table = self.schema.table(&entry.table).ok_or_else(|| {
+            Error::Invalid(format!(
+                "conflict {id}: table {} is not in the schema",
+                entry.table
+            ))
+        })?;
+        let (value, delete) = match resolution {
+            Resolution::Pick(i) => {
+                let v = entry.versions.get(i).ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "conflict {id} has versions 0..{}, not {i}",
+                        entry.versions.len()
+                    ))
+                })?;
+                (v.value.clone(), v.deleted)
+            }
+            Resolution::Value(v) => (v, false),
+        };
+        let row_level = entry.column == WHOLE_ROW;
+        let mut assignments: Vec<(String, Value)> = Vec::new();
+        if row_level && !delete {
+            let serde_json::Value::Object(obj) = &value else {
+                return Err(Error::Invalid(format!(
+                    "conflict {id} is about the whole row: the value must be a JSON object of its columns"
+                )));
+            };
+            for (c, v) in obj {
+                assignments.push((c.clone(), json_to_column(table, c, v)?));
+            }
+        } else if !row_level {
+            assignments.push((
+                entry.column.clone(),
+                json_to_column(table, &entry.column, &value)?,
+            ));
+        }
+        let record = ConflictEntry {
+            status: ConflictStatus::Resolved,
+            resolution: Some(value.clone()),
+            resolved_by: Some(self.client_id.clone()),
+            ..entry.clone()
+        };
+        let close = serde_json::json!({ "status": "resolved", "resolution": value }).to_string();
+        let tname = crate::ddl::q(&table.name);
+        self.write(|tx| {
+            if delete {
+                tx.execute(&format!("DELETE FROM {tname} WHERE \"id\" = ?1"), [&entry.row_id])?;
+            } else if !assignments.is_empty() {
+                let cols: Vec<String> = assignments.iter().map(|(c, _)| crate::ddl::q(c)).collect();
+                let marks: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 2)).collect();
+                let updates: Vec<String> =
+                    cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+                let sql = format!(
+                    "INSERT INTO {tname} (\"id\", {}) VALUES (?1, {}) ON CONFLICT(\"id\") DO UPDATE SET {}",
+                    cols.join(", "),
+                    marks.join(", "),
+                    updates.join(", ")
+                );
+                let params: Vec<crate::sql_value::SqlParam<'_>> =
+                    assignments.iter().map(|(_, v)| crate::sql_value::SqlParam(v)).collect();
+                let mut all: Vec<&dyn rusqlite::ToSql> = vec![&entry.row_id];
+                all.extend(params.iter().map(|p| p as &dyn rusqlite::ToSql));
+                tx.execute(&sql, all.as_slice())?;
+            }
+            tx.execute(
+                "UPDATE _burrow_local SET hlc = max(hlc + 1, coalesce(clock_ms, ?1) * 65536) WHERE id = 1",
+                [self.now_ms() as i64],
+            )?;
+            tx.execute(
+                "INSERT INTO _burrow_outbox(tx, tbl, row_id, kind, data, hlc, base_seq, lane)
+                 SELECT l.tx, ?1, ?2, 2, ?3, l.hlc, l.cursor_since, 0 FROM _burrow_local l",
+                params![CONFLICTS_TABLE, entry.id, close],
+            )?;
+            tx.execute(
+                "UPDATE _burrow_conflicts SET status = 'resolved', record = ?2 WHERE id = ?1",
+                params![entry.id, serde_json::to_string(&record).unwrap_or_default()],
+            )?;
+            Ok(())
+        })?;
+        Ok(value)
     }
 
     /// A hash of the visible synced tables (table, id and every column, in key order), equal

@@ -3,7 +3,7 @@
 //! writes through any connection — the app's ORM, Python's `sqlite3`, the `sqlite3` shell —
 //! are captured in the same transaction as the write.
 
-use burrow_core::{Column, ColumnType, Table};
+use burrow_core::{Column, ColumnType, Representation, Table};
 
 /// Internal tables; documented in `docs/schema.md`.
 pub const INTERNAL_TABLES: &str = "
@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS _burrow_rejected (
   message TEXT NOT NULL,
   rejected_at_ms INTEGER NOT NULL
 );
-CREATE TABLE IF NOT EXISTS _burrow_conflicts (
+CREATE TABLE IF NOT EXISTS _burrow_lost (
   id INTEGER PRIMARY KEY,
   client_seq INTEGER NOT NULL,
   tbl TEXT NOT NULL,
@@ -67,7 +67,28 @@ CREATE TABLE IF NOT EXISTS _burrow_conflicts (
   data TEXT,
   at_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS _burrow_conflicts (
+  id TEXT PRIMARY KEY,
+  seq INTEGER NOT NULL,
+  status TEXT NOT NULL,
+  tbl TEXT NOT NULL,
+  row_id TEXT NOT NULL,
+  col TEXT NOT NULL,
+  record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _burrow_crdt (
+  tbl TEXT NOT NULL,
+  row_id TEXT NOT NULL,
+  col TEXT NOT NULL,
+  peer INTEGER NOT NULL,
+  doc BLOB NOT NULL,
+  PRIMARY KEY (tbl, row_id, col)
+) WITHOUT ROWID;
 ";
+
+/// Renames the table of lost writes a database created before conflict records synced kept
+/// under the name `_burrow_conflicts` (run before [`INTERNAL_TABLES`]).
+pub const RENAME_OLD_CONFLICTS: &str = "ALTER TABLE _burrow_conflicts RENAME TO _burrow_lost";
 
 /// Quotes an identifier for SQL (names are validated, quoting guards keywords).
 pub fn q(name: &str) -> String {
@@ -141,12 +162,26 @@ fn json_value(c: &Column, row: &str) -> String {
 /// Columns per nested JSON call, well under SQLite's default limit of 127 arguments.
 const JSON_ARGS_CHUNK: usize = 50;
 
-/// `json_object(...)` of all columns of `NEW`, nested in `json_insert` calls when wide.
-fn json_of_new(t: &Table) -> String {
+/// The increment an update made to a `counter` column (`NEW - OLD`, NULL counting as 0).
+fn json_increment(c: &Column) -> String {
+    let n = q(&c.name);
+    format!("(coalesce(NEW.{n}, 0) - coalesce(OLD.{n}, 0))")
+}
+
+/// `json_object(...)` of all columns of `NEW`, nested in `json_insert` calls when wide. With
+/// `increments`, counter columns hold `NEW - OLD` (an update's increment) instead of `NEW`.
+fn json_of_new(t: &Table, increments: bool) -> String {
     let pairs: Vec<String> = t
         .columns
         .iter()
-        .map(|c| format!("'{}', {}", c.name, json_value(c, "NEW")))
+        .map(|c| {
+            let v = if increments && c.policy.representation() == Representation::Increment {
+                json_increment(c)
+            } else {
+                json_value(c, "NEW")
+            };
+            format!("'{}', {}", c.name, v)
+        })
         .collect();
     let mut chunks = pairs.chunks(JSON_ARGS_CHUNK);
     let mut expr = format!(
@@ -172,14 +207,21 @@ fn json_of_changed(t: &Table) -> String {
         .columns
         .iter()
         .map(|c| {
-            let n = q(&c.name);
+            // A `max_by` column's op carries its ranking column as the writer saw it.
+            let unchanged: Vec<String> = std::iter::once(c)
+                .chain(t.columns.iter().filter(|m| {
+                    matches!(&m.policy, burrow_core::Policy::MaxBy { column } if column == &c.name)
+                }))
+                .map(|x| format!("NEW.{n} IS OLD.{n}", n = q(&x.name)))
+                .collect();
             format!(
-                "CASE WHEN NEW.{n} IS OLD.{n} THEN '$.{}' ELSE '$._burrow_none' END",
+                "CASE WHEN {} THEN '$.{}' ELSE '$._burrow_none' END",
+                unchanged.join(" AND "),
                 c.name
             )
         })
         .collect();
-    let mut expr = json_of_new(t);
+    let mut expr = json_of_new(t, true);
     for chunk in paths.chunks(JSON_ARGS_CHUNK) {
         expr = format!("json_remove({expr}, {})", chunk.join(", "));
     }
@@ -245,7 +287,7 @@ END;",
         upd = trigger_name("upd", &t.name),
         del = trigger_name("del", &t.name),
         any_changed = any_changed.join(" OR "),
-        ins_body = capture_body(t, 1, &json_of_new(t), "NEW"),
+        ins_body = capture_body(t, 1, &json_of_new(t, false), "NEW"),
         upd_body = capture_body(t, 2, &json_of_changed(t), "NEW"),
         del_body = capture_body(t, 3, "NULL", "OLD"),
     )

@@ -20,6 +20,10 @@ pub enum Error {
     /// Talking to the server failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The app asked for something that cannot be done (e.g. resolving a conflict that is not
+    /// open); nothing changed.
+    #[error("{0}")]
+    Invalid(String),
     /// The server answered something the protocol does not allow.
     #[error("protocol violation: {0}")]
     Protocol(String),

@@ -8,6 +8,7 @@ pub mod client;
 pub mod ddl;
 pub mod error;
 pub mod journal;
+pub mod merged;
 pub mod open;
 pub mod outbox;
 pub mod recovery;
@@ -15,7 +16,7 @@ pub mod sql_value;
 pub mod transport;
 
 pub use client::{
-    Client, ClientOptions, ExecReport, LocalConflict, RejectedOp, Status, SyncReport,
+    Client, ClientOptions, ExecReport, LostWrite, RejectedOp, Resolution, Status, SyncReport,
 };
 pub use error::{Error, Result};
 pub use recovery::Recovery;

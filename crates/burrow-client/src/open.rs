@@ -109,6 +109,12 @@ pub fn install_in(
         }
         None => None,
     };
+    if table_columns(tx, "_burrow_conflicts")?
+        .iter()
+        .any(|c| c == "client_seq")
+    {
+        tx.execute_batch(ddl::RENAME_OLD_CONFLICTS)?;
+    }
     tx.execute_batch(ddl::INTERNAL_TABLES)?;
     for t in schema.tables.values() {
         let existing = table_columns(tx, &t.name)?;

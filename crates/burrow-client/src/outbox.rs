@@ -2,7 +2,9 @@
 
 use crate::error::Result;
 use crate::sql_value::from_trigger_json;
-use burrow_core::{FieldValue, Hlc, Op, OpKind, Schema};
+use burrow_core::conflict::CONFLICTS_TABLE;
+use burrow_core::resolve::crdt_kind;
+use burrow_core::{FieldValue, Hlc, Op, OpKind, Schema, Value};
 use rusqlite::{Connection, TransactionBehavior, params};
 
 /// Most ops in one upload request; a larger local transaction is sent in parts.
@@ -88,6 +90,9 @@ pub(crate) fn decode_fields(
     table: String,
     data: Option<String>,
 ) -> std::result::Result<Vec<FieldValue>, String> {
+    if table == CONFLICTS_TABLE {
+        return decode_resolution(data);
+    }
     let t = schema
         .table(&table)
         .ok_or_else(|| format!("table {table} is not in the schema"))?;
@@ -99,12 +104,35 @@ pub(crate) fn decode_fields(
             let col = t
                 .column(&column)
                 .ok_or_else(|| format!("unknown column {column}"))?;
-            let value = from_trigger_json(col.ty, &v)
-                .ok_or_else(|| format!("column {column}: {v} is not a {}", col.ty))?;
+            let value = if crdt_kind(&col.policy).is_some() {
+                crate::merged::decode_crdt_json(&v)
+                    .ok_or_else(|| format!("column {column}: CRDT edit not converted: {v}"))?
+            } else {
+                from_trigger_json(col.ty, &v)
+                    .ok_or_else(|| format!("column {column}: {v} is not a {}", col.ty))?
+            };
             fields.push(FieldValue { column, value });
         }
     }
     Ok(fields)
+}
+
+/// The fields of a conflict resolution op (`Client::resolve`): `status` and `resolution`.
+fn decode_resolution(data: Option<String>) -> std::result::Result<Vec<FieldValue>, String> {
+    let obj: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(data.as_deref().unwrap_or("{}"))
+            .map_err(|e| format!("bad resolution data: {e}"))?;
+    Ok(obj
+        .into_iter()
+        .map(|(column, v)| {
+            let value = match (column.as_str(), v) {
+                ("resolution", v) => Value::Json(v.to_string()),
+                (_, serde_json::Value::String(s)) => Value::Text(s),
+                (_, other) => Value::Json(other.to_string()),
+            };
+            FieldValue { column, value }
+        })
+        .collect())
 }
 
 /// Seals the current capture group (so later writes from other connections start a new
@@ -122,6 +150,7 @@ pub fn read_batch(
 ) -> Result<Batch> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute("UPDATE _burrow_local SET tx = tx + 1 WHERE id = 1", [])?;
+    crate::merged::convert_pending(&tx, schema, None)?;
     if let Some(journal) = journal {
         journal.append_new(&tx)?;
     }

@@ -47,6 +47,16 @@ impl Hlc {
     }
 }
 
+/// Moves a device's HLC into server time (see `docs/design/time.md`): the device clock was
+/// measured `offset_ms` ahead of the server's (negative: behind) when it synced, so its wall
+/// clock part is shifted back by the offset; the result is never later than `now` (the server's
+/// clock at receipt), since no write happened in the future. The logical counter is kept.
+pub fn correct_device_hlc(hlc: Hlc, offset_ms: i64, now: Hlc) -> Hlc {
+    let ms = (hlc.ms() as i128 - offset_ms as i128).clamp(0, (u64::MAX >> COUNTER_BITS) as i128);
+    let corrected = Hlc(((ms as u64) << COUNTER_BITS) | u64::from(hlc.counter()));
+    corrected.min(Hlc(now.0 | 0xFFFF))
+}
+
 impl std::fmt::Display for Hlc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}", self.ms(), self.counter())
@@ -57,6 +67,26 @@ impl std::fmt::Display for Hlc {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn correction_removes_the_measured_offset_and_never_passes_now() {
+        let now = Hlc::from_ms(10_000_000);
+        // A device an hour ahead wrote at its 10:00 = server 09:00.
+        let h = Hlc::from_ms(10_000_000 + 3_600_000 - 60_000);
+        assert_eq!(
+            correct_device_hlc(h, 3_600_000, now),
+            Hlc::from_ms(10_000_000 - 60_000)
+        );
+        // A device an hour behind.
+        let h = Hlc(Hlc::from_ms(10_000_000 - 3_600_000 - 5).0 | 7);
+        assert_eq!(
+            correct_device_hlc(h, -3_600_000, now),
+            Hlc(Hlc::from_ms(9_999_995).0 | 7)
+        );
+        // Unmeasured future times clamp to now.
+        assert!(correct_device_hlc(Hlc::from_ms(99_000_000), 0, now) <= Hlc(now.0 | 0xFFFF));
+        assert_eq!(correct_device_hlc(Hlc::from_ms(5), 1_000, now), Hlc::ZERO);
+    }
 
     #[test]
     fn tick_uses_wall_clock_when_ahead() {

@@ -5,6 +5,8 @@
 //! time and randomness arrive through the [`env::Clock`] and [`env::Rng`] traits so that a
 //! seeded simulator can reproduce a run exactly.
 
+pub mod claims;
+pub mod conflict;
 pub mod crdt;
 pub mod env;
 pub mod hash;
@@ -14,7 +16,11 @@ pub mod resolve;
 pub mod schema;
 pub mod value;
 
+pub use claims::ClaimSet;
 pub use hlc::Hlc;
 pub use op::{Cursor, FieldValue, Op, OpKind, OutcomeKind, RowChange};
-pub use schema::{Column, ColumnType, Policy, Priority, Schema, SchemaError, Table};
+pub use schema::{
+    Column, ColumnType, DeleteConflict, Policy, Priority, Representation, Schema, SchemaError,
+    Table,
+};
 pub use value::Value;

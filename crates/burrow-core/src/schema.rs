@@ -34,14 +34,6 @@ pub enum SchemaError {
         /// What is wrong.
         message: String,
     },
-    /// The policy is known from the brief but this build does not implement it yet.
-    #[error("schema: {path}: policy \"{policy}\" is not supported yet")]
-    PolicyNotSupported {
-        /// Dotted path of the column.
-        path: String,
-        /// The policy name as written.
-        policy: String,
-    },
     /// A new schema cannot replace the old one in place.
     #[error("incompatible schema change from version {from} to {to}: {reason}")]
     Incompatible {
@@ -148,8 +140,7 @@ impl Priority {
     }
 }
 
-/// How concurrent writes to one field are resolved. Every policy named in the brief parses;
-/// only [`Policy::is_supported`] ones are accepted by [`Schema::from_toml_str`] today.
+/// How concurrent writes to one field are resolved (see `docs/schema-file.md#policies`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Policy {
     /// Field-level merge; the same field changed concurrently falls back to LWW.
@@ -208,10 +199,66 @@ impl Policy {
         }
     }
 
-    /// Whether this build resolves conflicts with this policy.
-    // TODO(#4): counter, text, list, prefer, max_by, order, min, max, manual, custom.
-    pub fn is_supported(&self) -> bool {
-        matches!(self, Policy::Merge | Policy::Lww)
+    /// How the field's values travel and are stored: a plain value, an increment, or CRDT
+    /// bytes. A migration may not move a column between representations.
+    pub fn representation(&self) -> Representation {
+        match self {
+            Policy::Counter => Representation::Increment,
+            Policy::Text | Policy::List => Representation::Crdt,
+            _ => Representation::Plain,
+        }
+    }
+
+    /// Whether the value is merged from every writer rather than chosen among them (counters
+    /// and CRDTs): such a field has no single author, and concurrent writes never conflict.
+    pub fn is_merged(&self) -> bool {
+        self.representation() != Representation::Plain
+    }
+}
+
+/// How a field's value is carried in ops and stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Representation {
+    /// The value itself (every policy but `counter`, `text` and `list`).
+    Plain,
+    /// Ops carry the increment (new minus old); the server adds it up.
+    Increment,
+    /// Ops and stored values are CRDT (loro) bytes; the app sees the materialized value.
+    Crdt,
+}
+
+/// What happens when a delete and an update of the same row are concurrent
+/// (`on_delete_conflict` of a table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeleteConflict {
+    /// The delete wins; the update's values go to the conflict log (default).
+    #[default]
+    DeleteWins,
+    /// The update wins: the row stays (or comes back with all its fields); the delete is
+    /// logged.
+    UpdateWins,
+    /// The delete wins provisionally and a manual conflict keeps both versions for the user.
+    Manual,
+}
+
+impl DeleteConflict {
+    /// The schema-file name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeleteConflict::DeleteWins => "delete_wins",
+            DeleteConflict::UpdateWins => "update_wins",
+            DeleteConflict::Manual => "manual",
+        }
+    }
+
+    /// Parses the schema-file name.
+    pub fn parse(s: &str) -> Option<DeleteConflict> {
+        Some(match s {
+            "delete_wins" => DeleteConflict::DeleteWins,
+            "update_wins" => DeleteConflict::UpdateWins,
+            "manual" => DeleteConflict::Manual,
+            _ => return None,
+        })
     }
 }
 
@@ -237,6 +284,8 @@ pub struct Table {
     pub priority: Priority,
     /// Columns other than `id`, in file order.
     pub columns: Vec<Column>,
+    /// How a delete concurrent with an update is resolved.
+    pub on_delete_conflict: DeleteConflict,
 }
 
 impl Table {
@@ -406,18 +455,36 @@ fn parse_column(
             }
         }
     }
-    if !policy.is_supported() {
-        return Err(SchemaError::PolicyNotSupported {
-            path,
-            policy: policy.name(),
-        });
-    }
+    check_policy_type(&path, &policy, ty)?;
     Ok(Some(Column {
         name: name.to_string(),
         ty,
         policy,
         references,
     }))
+}
+
+/// Refuses a policy that cannot apply to the column's type.
+fn check_policy_type(path: &str, policy: &Policy, ty: ColumnType) -> Result<()> {
+    let numeric = matches!(ty, ColumnType::Integer | ColumnType::Real);
+    let fits = match policy {
+        Policy::Counter | Policy::Min | Policy::Max => numeric,
+        Policy::Text | Policy::Order { .. } => ty == ColumnType::Text,
+        Policy::List => ty == ColumnType::Json,
+        _ => true,
+    };
+    if fits {
+        return Ok(());
+    }
+    let needs = match policy {
+        Policy::Text | Policy::Order { .. } => "a text column",
+        Policy::List => "a json column (holding an array)",
+        _ => "an integer or real column",
+    };
+    Err(invalid(
+        path,
+        format!("policy \"{}\" needs {needs}, not {ty}", policy.name()),
+    ))
 }
 
 impl Schema {
@@ -462,7 +529,10 @@ impl Schema {
                 return Err(invalid(&path, "must be a table"));
             };
             for key in tspec.keys() {
-                if !matches!(key.as_str(), "priority" | "columns" | "policy") {
+                if !matches!(
+                    key.as_str(),
+                    "priority" | "columns" | "policy" | "on_delete_conflict"
+                ) {
                     return Err(invalid(format!("{path}.{key}"), "unknown key"));
                 }
             }
@@ -480,6 +550,23 @@ impl Schema {
                 None => Policy::Merge,
                 Some(toml::Value::String(p)) => parse_policy(&path, &toml::Table::new(), p)?,
                 Some(_) => return Err(invalid(format!("{path}.policy"), "must be a string")),
+            };
+            let on_delete_conflict = match tspec.get("on_delete_conflict") {
+                None => DeleteConflict::default(),
+                Some(toml::Value::String(p)) => DeleteConflict::parse(p).ok_or_else(|| {
+                    invalid(
+                        format!("{path}.on_delete_conflict"),
+                        format!(
+                            "unknown value \"{p}\" (expected delete_wins, update_wins or manual)"
+                        ),
+                    )
+                })?,
+                Some(_) => {
+                    return Err(invalid(
+                        format!("{path}.on_delete_conflict"),
+                        "must be a string",
+                    ));
+                }
             };
             let Some(toml::Value::Table(cols)) = tspec.get("columns") else {
                 return Err(invalid(
@@ -505,6 +592,7 @@ impl Schema {
                     name: tname.clone(),
                     priority,
                     columns,
+                    on_delete_conflict,
                 },
             );
         }
@@ -533,6 +621,17 @@ impl Schema {
         }
         for t in schema.tables.values() {
             for c in &t.columns {
+                if let Policy::MaxBy { column } = &c.policy
+                    && (column == &c.name || t.column(column).is_none())
+                {
+                    return Err(invalid(
+                        format!("tables.{}.columns.{}.column", t.name, c.name),
+                        format!(
+                            "max_by needs another column of {}, not \"{column}\"",
+                            t.name
+                        ),
+                    ));
+                }
                 if let Some(r) = &c.references {
                     if !schema.tables.contains_key(r) {
                         return Err(invalid(
@@ -590,6 +689,12 @@ impl Schema {
                 t.name,
                 t.priority.as_str()
             ));
+            if t.on_delete_conflict != DeleteConflict::DeleteWins {
+                out.push_str(&format!(
+                    "on_delete_conflict = \"{}\"\n",
+                    t.on_delete_conflict.as_str()
+                ));
+            }
             out.push_str(&format!("[tables.{}.columns]\nid = \"text\"\n", t.name));
             for c in &t.columns {
                 let refs = c
@@ -648,6 +753,16 @@ impl Schema {
                         return Err(incompatible(format!(
                             "column `{}.{}` changed type from {} to {}",
                             ot.name, oc.name, oc.ty, nc.ty
+                        )));
+                    }
+                    Some(nc) if nc.policy.representation() != oc.policy.representation() => {
+                        return Err(incompatible(format!(
+                            "column `{}.{}` changed policy from {} to {}, which changes how its \
+                             values are synced (plain, counter increments or CRDT)",
+                            ot.name,
+                            oc.name,
+                            oc.policy.name(),
+                            nc.policy.name()
                         )));
                     }
                     Some(_) => {}
@@ -723,7 +838,7 @@ weight_kg = "real"
     }
 
     #[test]
-    fn known_but_unimplemented_policies_are_refused_as_not_supported_yet() {
+    fn every_policy_parses_and_round_trips() {
         for p in [
             r#"{ type = "integer", policy = "counter" }"#,
             r#"{ type = "text", policy = "text" }"#,
@@ -735,10 +850,77 @@ weight_kg = "real"
             r#"{ type = "real", policy = "max_by", column = "at" }"#,
             r#"{ type = "text", policy = "order", order = ["a", "b"] }"#,
         ] {
-            let text = format!("version = 1\n[tables.t.columns]\nid = \"text\"\nx = {p}\n");
-            let err = Schema::from_toml_str(&text).unwrap_err();
-            assert!(err.to_string().contains("not supported yet"), "{p}: {err}");
+            let text = format!(
+                "version = 1\n[tables.t]\non_delete_conflict = \"update_wins\"\n[tables.t.columns]\nid = \"text\"\nat = \"real\"\nx = {p}\n"
+            );
+            let schema = Schema::from_toml_str(&text).unwrap();
+            assert_eq!(
+                Schema::from_toml_str(&schema.to_toml()).unwrap(),
+                schema,
+                "{p} round-trips"
+            );
+            assert_eq!(
+                schema.tables["t"].on_delete_conflict,
+                DeleteConflict::UpdateWins
+            );
         }
+    }
+
+    #[test]
+    fn policies_that_do_not_fit_the_type_are_refused() {
+        for (p, needs) in [
+            (
+                r#"{ type = "text", policy = "counter" }"#,
+                "integer or real",
+            ),
+            (r#"{ type = "integer", policy = "text" }"#, "a text column"),
+            (r#"{ type = "text", policy = "list" }"#, "a json column"),
+            (r#"{ type = "bool", policy = "min" }"#, "integer or real"),
+            (
+                r#"{ type = "integer", policy = "order", order = ["a"] }"#,
+                "a text column",
+            ),
+            (
+                r#"{ type = "real", policy = "max_by", column = "nope" }"#,
+                "another column",
+            ),
+            (
+                r#"{ type = "real", policy = "max_by", column = "x" }"#,
+                "another column",
+            ),
+        ] {
+            let text = format!("version = 1\n[tables.t.columns]\nx = {p}\n");
+            let err = Schema::from_toml_str(&text).unwrap_err().to_string();
+            assert!(err.contains(needs), "{p}: {err}");
+        }
+        let bad = "version = 1\n[tables.t]\non_delete_conflict = \"never\"\n[tables.t.columns]\nx = \"text\"\n";
+        assert!(
+            Schema::from_toml_str(bad)
+                .unwrap_err()
+                .to_string()
+                .contains("expected delete_wins, update_wins or manual")
+        );
+    }
+
+    #[test]
+    fn a_migration_may_not_change_how_a_column_syncs() {
+        let v1 =
+            Schema::from_toml_str("version = 1\n[tables.t.columns]\nq = \"integer\"\n").unwrap();
+        let v2 = Schema::from_toml_str(
+            "version = 2\n[tables.t.columns]\nq = { type = \"integer\", policy = \"counter\" }\n",
+        )
+        .unwrap();
+        assert!(
+            v2.migration_from(&v1)
+                .unwrap_err()
+                .to_string()
+                .contains("changed policy")
+        );
+        let v2 = Schema::from_toml_str(
+            "version = 2\n[tables.t.columns]\nq = { type = \"integer\", policy = \"max\" }\n",
+        )
+        .unwrap();
+        assert!(v2.migration_from(&v1).is_ok());
     }
 
     #[test]

@@ -170,6 +170,7 @@ pub fn stored_fields_to_bytes(row: &burrow_core::resolve::ServerRow) -> Vec<u8> 
                 seq: f.version.seq,
                 hlc: f.version.hlc.0,
                 replica: f.version.replica,
+                rank: (f.rank != Value::Null).then(|| value_to_wire(&f.rank)),
             })
             .collect(),
     }
@@ -204,6 +205,7 @@ pub fn server_row_from_parts(
                             hlc: Hlc(f.hlc),
                             replica: f.replica,
                         },
+                        rank: f.rank.map_or(Value::Null, |r| value_from_wire(Some(r))),
                     },
                 )
             })

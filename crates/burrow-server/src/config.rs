@@ -1,8 +1,10 @@
 //! Server configuration: data directory, schema, signing secret and request limits.
 
 use crate::error::ServerError;
+use crate::resolver::{CustomResolver, CustomResolvers};
 use burrow_core::Schema;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Request limits; each error names the limit it hit.
 #[derive(Debug, Clone)]
@@ -39,6 +41,8 @@ pub struct ServerConfig {
     pub secret: Option<Vec<u8>>,
     /// Request limits.
     pub limits: Limits,
+    /// Resolvers for `custom:NAME` columns, by name.
+    pub resolvers: CustomResolvers,
 }
 
 impl ServerConfig {
@@ -49,6 +53,20 @@ impl ServerConfig {
             schema,
             secret: None,
             limits: Limits::default(),
+            resolvers: CustomResolvers::new(),
+        }
+    }
+
+    /// Registers the resolver for columns with policy `custom:NAME`.
+    pub fn register_resolver(&mut self, name: &str, resolver: impl CustomResolver + 'static) {
+        self.resolvers.insert(name.to_string(), Arc::new(resolver));
+    }
+
+    /// Fails when a `custom:NAME` column has no registered resolver.
+    pub fn check_resolvers(&self) -> Result<(), ServerError> {
+        match crate::resolver::missing_resolver(&self.schema, &self.resolvers) {
+            Some((column, name)) => Err(ServerError::MissingResolver { column, name }),
+            None => Ok(()),
         }
     }
 

@@ -52,6 +52,16 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// The schema names a `custom:NAME` resolver that was not registered.
+    #[error(
+        "column {column} uses policy custom:{name}, but no resolver named \"{name}\" is registered"
+    )]
+    MissingResolver {
+        /// `table.column`.
+        column: String,
+        /// The resolver name.
+        name: String,
+    },
     /// Reading or creating the data directory or secret failed.
     #[error("data directory {path}: {source}")]
     DataDir {

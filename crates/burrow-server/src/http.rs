@@ -1,19 +1,19 @@
-//! The HTTP surface: `POST /v1/sync` and `GET /healthz`. Errors are JSON bodies
+//! The HTTP surface: `POST /v1/sync`, `GET /v1/conflicts` and `GET /healthz`. Errors are JSON bodies
 //! `{"code": "...", "message": "..."}` with a status that says what happened.
 
 use crate::auth::{self, AuthError};
 use crate::config::{Limits, ServerConfig};
 use crate::error::{ServerError, StoreError};
-use crate::store::{IngestOp, IngestRequest, IngestTx, PullRequest, ServerStore};
+use crate::store::{IngestOp, IngestRequest, IngestTx, PullRequest, ResolveEnv, ServerStore};
 use crate::validate::{Rejection, validate_op};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use burrow_core::env::{Clock, SystemClock};
-use burrow_core::{Cursor, OutcomeKind, Schema};
+use burrow_core::{ClaimSet, Cursor, Hlc, OutcomeKind, Schema};
 use burrow_proto::convert::{op_from_wire, row_change_into_wire};
 use burrow_proto::{CONTENT_TYPE, PROTOCOL_VERSION, decode_frame, encode_frame, v1};
 use prost::Message;
@@ -23,7 +23,7 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct AppState<S: ServerStore> {
     clock: Arc<dyn Clock>,
-    schema: Schema,
+    env: ResolveEnv,
     secret: Vec<u8>,
     limits: Limits,
     store: Arc<S>,
@@ -41,10 +41,14 @@ impl<S: ServerStore> AppState<S> {
         store: Arc<S>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
+        config.check_resolvers()?;
         let secret = config.resolve_secret()?;
         Ok(AppState {
             clock,
-            schema: config.schema,
+            env: ResolveEnv {
+                schema: Arc::new(config.schema),
+                custom: Arc::new(config.resolvers),
+            },
             secret,
             limits: config.limits,
             store,
@@ -130,6 +134,7 @@ impl From<StoreError> for ApiError {
 pub fn router<S: ServerStore>(state: Arc<AppState<S>>) -> Router {
     Router::new()
         .route("/v1/sync", post(sync::<S>))
+        .route("/v1/conflicts", get(list_conflicts::<S>))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }
@@ -149,12 +154,33 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
     })
 }
 
+/// How far a device clock is ahead of the server's (negative: behind), from the device time
+/// the request carries; 0 when it carries none. See `docs/design/time.md`.
+pub fn clock_offset_ms(device_time_ms: u64, server_now_ms: u64) -> i64 {
+    if device_time_ms == 0 {
+        return 0;
+    }
+    (device_time_ms as i128 - server_now_ms as i128).clamp(i64::MIN as i128, i64::MAX as i128)
+        as i64
+}
+
+/// Moves a server-time HLC into a device's clock frame (the inverse of the correction), so a
+/// device that observes it does not jump to server time.
+fn to_device_frame(hlc: Hlc, offset_ms: i64) -> Hlc {
+    let ms = (hlc.ms() as i128 + offset_ms as i128).clamp(0, (u64::MAX >> 16) as i128) as u64;
+    Hlc((ms << 16) | u64::from(hlc.counter()))
+}
+
+/// Turns a decoded request's upload into an ingest request: each op is decoded and validated
+/// against the served schema (a refused op carries its rejection).
 pub(crate) fn build_ingest(
     now_ms: u64,
-    schema: &Schema,
-    user_id: String,
+    env: &ResolveEnv,
+    claims: &auth::Claims,
     req: &mut v1::SyncRequest,
 ) -> IngestRequest {
+    let schema: &Schema = &env.schema;
+    let user_id = claims.sub.clone();
     let version_ok = req.schema_version <= schema.version;
     let txs = std::mem::take(&mut req.upload)
         .into_iter()
@@ -193,11 +219,16 @@ pub(crate) fn build_ingest(
                 .collect(),
         })
         .collect();
+    let mut claim_set = ClaimSet::from_json(&claims.extra);
+    claim_set = claim_set.with("sub", &claims.sub);
     IngestRequest {
         user_id,
         client_id: req.client_id.clone(),
         txs,
         now_ms,
+        claims: claim_set,
+        clock_offset_ms: clock_offset_ms(req.device_time_ms, now_ms),
+        env: env.clone(),
     }
 }
 
@@ -327,12 +358,7 @@ pub async fn process_sync<S: ServerStore>(
         }
     }
     if op_count > 0 {
-        let ingest = build_ingest(
-            state.clock.now_ms(),
-            &state.schema,
-            claims.sub.clone(),
-            &mut req,
-        );
+        let ingest = build_ingest(state.clock.now_ms(), &state.env, claims, &mut req);
         let result = state.store.ingest(ingest).await?;
         ack_seq = result.head_seq;
         outcomes = result
@@ -344,10 +370,13 @@ pub async fn process_sync<S: ServerStore>(
             })
             .collect();
     }
+    let now_ms = state.clock.now_ms();
+    let offset = clock_offset_ms(req.device_time_ms, now_ms);
+    let replica = burrow_core::resolve::replica_tag(&req.client_id);
     let mut resp = v1::SyncResponse {
         outcomes,
         ack_seq,
-        server_time_ms: state.clock.now_ms(),
+        server_time_ms: now_ms,
         ..Default::default()
     };
     if req.download {
@@ -365,13 +394,20 @@ pub async fn process_sync<S: ServerStore>(
         let page = state
             .store
             .pull(PullRequest {
-                exclude_replica: (!req.include_own_changes)
-                    .then(|| burrow_core::resolve::replica_tag(&req.client_id)),
+                exclude_replica: (!req.include_own_changes).then_some(replica),
+                audience: replica,
                 cursor,
                 page_bytes_max,
             })
             .await?;
-        resp.changes = page.changes.into_iter().map(row_change_into_wire).collect();
+        resp.changes = page
+            .changes
+            .into_iter()
+            .map(|mut c| {
+                c.hlc = to_device_frame(c.hlc, offset);
+                row_change_into_wire(c)
+            })
+            .collect();
         resp.cursor = Some(v1::Cursor {
             since: page.cursor.since,
             after: page.cursor.after,
@@ -389,4 +425,71 @@ pub async fn process_sync<S: ServerStore>(
         )
     })?;
     Ok(body)
+}
+
+/// Query parameters of `GET /v1/conflicts`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ConflictQuery {
+    /// Only records with this status (`auto`, `open`, `resolved`).
+    pub status: Option<String>,
+    /// Only records of this table.
+    pub table: Option<String>,
+    /// At most this many of the newest records (default 100, at most 10,000).
+    pub limit: Option<usize>,
+}
+
+/// Roles whose tokens may read the whole conflict log.
+pub const OPERATOR_ROLES: [&str; 2] = ["operator", "admin"];
+
+/// `GET /v1/conflicts`: the conflict log for an operator (a token with `role = operator` or
+/// `admin`), newest last, as JSON `{"conflicts": [...]}`.
+async fn list_conflicts<S: ServerStore>(
+    State(state): State<Arc<AppState<S>>>,
+    headers: HeaderMap,
+    Query(q): Query<ConflictQuery>,
+) -> Result<Response, ApiError> {
+    let claims = authenticate(
+        &state,
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )?;
+    let set = ClaimSet::from_json(&claims.extra);
+    if !OPERATOR_ROLES.iter().any(|r| set.has("role", r)) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "operator_only",
+            "the conflict log is for operators: the token needs role=operator or role=admin",
+        ));
+    }
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            burrow_core::conflict::ConflictStatus::parse(s).ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_query",
+                    format!("unknown status \"{s}\" (expected auto, open or resolved)"),
+                )
+            })?,
+        ),
+    };
+    let limit = q.limit.unwrap_or(100).min(10_000);
+    // Filters apply after the newest `limit`; ask for more when filtering.
+    let fetch = if status.is_some() || q.table.is_some() {
+        10_000
+    } else {
+        limit
+    };
+    let mut entries = state.store.conflicts(fetch).await?;
+    entries.retain(|e| {
+        status.is_none_or(|s| e.status == s) && q.table.as_ref().is_none_or(|t| &e.table == t)
+    });
+    let skip = entries.len().saturating_sub(limit);
+    let body = serde_json::json!({ "conflicts": &entries[skip..] });
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response())
 }

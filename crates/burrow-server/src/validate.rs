@@ -1,7 +1,9 @@
 //! Validation of uploaded ops against the schema the server serves.
 
+use burrow_core::conflict::CONFLICTS_TABLE;
+use burrow_core::resolve::crdt_kind;
 use burrow_core::schema::ID_COLUMN;
-use burrow_core::{Op, OpKind, Schema};
+use burrow_core::{Op, OpKind, Schema, Value};
 
 /// Why an op is refused before it reaches the store; becomes a per-op `rejected` outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +30,9 @@ pub const ROW_ID_BYTES_MAX: usize = 256;
 /// Checks one op against `schema`, converting values to the column types. Returns the op
 /// ready for the store or why it is refused.
 pub fn validate_op(schema: &Schema, mut op: Op) -> Result<Op, Rejection> {
+    if op.table == CONFLICTS_TABLE {
+        return validate_resolution(op);
+    }
     let Some(table) = schema.table(&op.table) else {
         return Err(Rejection::new(
             "unknown_table",
@@ -63,6 +68,25 @@ pub fn validate_op(schema: &Schema, mut op: Op) -> Result<Op, Rejection> {
                 format!("column \"{}\" set twice", f.column),
             ));
         }
+        if let Some(kind) = crdt_kind(&col.policy) {
+            // CRDT columns carry loro update bytes, not the plain value.
+            let ok = match &f.value {
+                Value::Blob(b) => burrow_core::crdt::validate(kind, b).map_err(|e| e.to_string()),
+                other => Err(format!("expected CRDT update bytes, got {other:?}")),
+            };
+            if let Err(e) = ok {
+                return Err(Rejection::new(
+                    "invalid_crdt_update",
+                    format!(
+                        "column \"{}.{}\" ({}): {e}",
+                        op.table,
+                        f.column,
+                        col.policy.name()
+                    ),
+                ));
+            }
+            continue;
+        }
         let value = std::mem::replace(&mut f.value, burrow_core::Value::Null);
         f.value = value.conform(col.ty).map_err(|e| {
             Rejection::new(
@@ -70,6 +94,36 @@ pub fn validate_op(schema: &Schema, mut op: Op) -> Result<Op, Rejection> {
                 format!("column \"{}.{}\": {e}", op.table, f.column),
             )
         })?;
+    }
+    Ok(op)
+}
+
+/// A resolution of a manual conflict: an update of a `_burrow_conflicts` row that sets
+/// `status = "resolved"` and, optionally, `resolution` (the chosen value as JSON). Nothing
+/// else of a conflict record can be written by a device.
+fn validate_resolution(mut op: Op) -> Result<Op, Rejection> {
+    let bad = |m: &str| Err(Rejection::new("invalid_resolution", m.to_string()));
+    if op.kind != OpKind::Update || op.row_id.is_empty() || op.row_id.len() > ROW_ID_BYTES_MAX {
+        return bad("a resolution is an update of one conflict record");
+    }
+    let mut resolved = false;
+    for f in &mut op.fields {
+        match (f.column.as_str(), &f.value) {
+            ("status", Value::Text(s)) if s == "resolved" => resolved = true,
+            ("resolution", Value::Json(_) | Value::Null) => {}
+            ("resolution", Value::Text(t)) => {
+                if serde_json::from_str::<serde_json::Value>(t).is_err() {
+                    return bad("resolution must be JSON");
+                }
+                f.value = Value::Json(t.clone());
+            }
+            _ => {
+                return bad("a resolution sets only status = \"resolved\" and resolution");
+            }
+        }
+    }
+    if !resolved {
+        return bad("a resolution must set status = \"resolved\"");
     }
     Ok(op)
 }
@@ -84,7 +138,14 @@ pub fn validate_request(
     user_id: String,
     now_ms: u64,
 ) -> crate::store::IngestRequest {
-    crate::http::build_ingest(now_ms, schema, user_id, req)
+    let claims = crate::auth::Claims {
+        sub: user_id,
+        exp: u64::MAX,
+        iat: 0,
+        extra: Default::default(),
+    };
+    let env = crate::store::ResolveEnv::new(schema.clone());
+    crate::http::build_ingest(now_ms, &env, &claims, req)
 }
 
 #[cfg(test)]

@@ -44,10 +44,12 @@ pub fn client_dump(client: &Client, schema: &Schema) -> Result<Dump, String> {
 }
 
 /// The live rows of the server store, read from its file.
-pub fn server_dump(db: &std::path::Path) -> Result<Dump, String> {
+/// CRDT columns are materialized (the store keeps their loro documents); conflict records
+/// are left out (checked by [`conflict_records_agree`]).
+pub fn server_dump(db: &std::path::Path, schema: &Schema) -> Result<Dump, String> {
     let conn = rusqlite::Connection::open(db).map_err(|e| e.to_string())?;
     let mut stmt = conn
-        .prepare("SELECT tbl, id, seq, fields FROM rows WHERE deleted = 0")
+        .prepare("SELECT tbl, id, seq, fields FROM rows WHERE deleted = 0 AND tbl != '_burrow_conflicts'")
         .map_err(|e| e.to_string())?;
     let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
     let mut dump = Dump::new();
@@ -58,10 +60,24 @@ pub fn server_dump(db: &std::path::Path) -> Result<Dump, String> {
         let blob: Vec<u8> = r.get(3).map_err(|e| e.to_string())?;
         let row = burrow_proto::convert::server_row_from_parts(false, seq as u64, 0, &blob)
             .map_err(|e| e.to_string())?;
+        let kind = |c: &str| {
+            schema
+                .table(&table)
+                .and_then(|t| t.column(c))
+                .and_then(|col| burrow_core::resolve::crdt_kind(&col.policy))
+        };
         let fields = row
             .fields
             .into_iter()
-            .map(|(c, f)| (c, f.value.to_json()))
+            .map(|(c, f)| {
+                let v = match (kind(&c), &f.value) {
+                    (Some(k), burrow_core::Value::Blob(b)) => burrow_core::crdt::materialize(k, b)
+                        .map(|v| v.to_json())
+                        .unwrap_or_default(),
+                    _ => f.value.to_json(),
+                };
+                (c, v)
+            })
             .filter(|(_, v)| !v.is_null())
             .collect();
         dump.entry(table).or_default().insert(id, fields);
@@ -163,7 +179,7 @@ pub async fn conflicts_preserved(
     server: &AppState<SqliteServerStore>,
     report: &mut SimReport,
 ) -> Result<(), String> {
-    let local = client.conflicts().map_err(|e| e.to_string())?;
+    let local = client.lost_writes().map_err(|e| e.to_string())?;
     if local.is_empty() {
         return Ok(());
     }
@@ -184,7 +200,7 @@ pub async fn conflicts_preserved(
                 e.table == c.table
                     && e.row_id == c.row_id
                     && &e.column == col
-                    && e.loser_value.to_json() == value
+                    && e.losers().any(|l| l.value == value)
             });
             if !found {
                 report.violations.push(format!(
@@ -192,6 +208,50 @@ pub async fn conflicts_preserved(
                     c.table, c.row_id
                 ));
             }
+        }
+    }
+    Ok(())
+}
+
+/// I5: every conflict record a device holds is the server's record (same status, versions
+/// and winner), and the device holds every record it is involved in.
+pub async fn conflict_records_agree(
+    index: usize,
+    client: &Client,
+    server: &AppState<SqliteServerStore>,
+    report: &mut SimReport,
+) -> Result<(), String> {
+    let local = client.conflicts().map_err(|e| e.to_string())?;
+    let log = server
+        .store()
+        .conflicts(usize::MAX >> 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    for c in &local {
+        match log.iter().find(|e| e.id == c.id) {
+            Some(e) if e.status == c.status && e.versions == c.versions => {}
+            Some(e) => report.violations.push(format!(
+                "I5 device {index}: conflict {} is {:?} with {} versions here, {:?} with {} on the server",
+                c.id,
+                c.status,
+                c.versions.len(),
+                e.status,
+                e.versions.len()
+            )),
+            None => report
+                .violations
+                .push(format!("I5 device {index}: conflict {} unknown to the server", c.id)),
+        }
+    }
+    let me = client.client_id();
+    for e in &log {
+        let involved = e.versions.iter().any(|v| v.client.as_deref() == Some(me))
+            || e.resolved_by.as_deref() == Some(me);
+        if involved && !local.iter().any(|c| c.id == e.id) {
+            report.violations.push(format!(
+                "I5 device {index}: conflict {} involves this device but did not reach it",
+                e.id
+            ));
         }
     }
     Ok(())

@@ -126,6 +126,8 @@ pub struct Counters {
     pub multi_row_txs: u64,
     /// Deletes written.
     pub deletes: u64,
+    /// Manual conflicts resolved by a device.
+    pub resolutions: u64,
 }
 
 impl Counters {
@@ -146,6 +148,7 @@ impl Counters {
         self.staged_parts += o.staged_parts;
         self.multi_row_txs += o.multi_row_txs;
         self.deletes += o.deletes;
+        self.resolutions += o.resolutions;
     }
 
     /// Names of the counters that stayed at zero.
@@ -169,6 +172,7 @@ impl Counters {
             ("staged_parts", self.staged_parts),
             ("multi_row_txs", self.multi_row_txs),
             ("deletes", self.deletes),
+            ("resolutions", self.resolutions),
         ];
         all.iter()
             .filter(|(_, n)| *n == 0)

@@ -5,6 +5,7 @@ use crate::check::{self, Dump, Fingerprint};
 use crate::net::{Counters, DeviceClock, LinkFaults, Net, Partition, SimClock, SimTransport};
 use burrow_client::{Client, ClientOptions};
 use burrow_core::Schema;
+use burrow_core::conflict::ConflictStatus;
 use burrow_core::env::{Clock, Rng, SeededRng};
 use burrow_core::hash::Fnv64;
 use burrow_server::ServerConfig;
@@ -23,6 +24,11 @@ title = "text"
 qty = "integer"
 status = { type = "text", policy = "lww" }
 note = "text"
+stock = { type = "integer", policy = "counter" }
+notes = { type = "text", policy = "text" }
+phase = { type = "text", policy = "order", order = ["created", "loaded", "in_transit", "delivered"] }
+best = { type = "integer", policy = "max" }
+pick = { type = "text", policy = "manual" }
 [tables.batches]
 priority = "bulk"
 [tables.batches.columns]
@@ -311,7 +317,7 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
             cfg.quiesce_rounds
         ));
     }
-    let server_dump = check::server_dump(&config.data_dir.join("server.db"))?;
+    let server_dump = check::server_dump(&config.data_dir.join("server.db"), &schema)?;
     for d in devices.iter_mut() {
         d.open(&schema)?;
         let Some(client) = d.client.take() else {
@@ -322,6 +328,7 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
         check::no_partial_batch(&format!("device {}", d.index), &dump, &mut report);
         check::zero_loss_no_dups(d, &client, &server, &mut report).await?;
         check::conflicts_preserved(d.index, &client, &server, &mut report).await?;
+        check::conflict_records_agree(d.index, &client, &server, &mut report).await?;
         check::hlc_monotone_in_outbox(d.index, &client, &mut report)?;
         d.client = Some(client);
     }
@@ -488,7 +495,7 @@ async fn act_with(
         }
         15..=49 => match pick(rng) {
             Some(id) => {
-                let (col, val) = match rng.below(4) {
+                let (col, val) = match rng.below(9) {
                     0 => ("title", format!("'{}'", word(rng))),
                     1 => ("qty", rng.below(1000).to_string()),
                     2 => (
@@ -498,18 +505,60 @@ async fn act_with(
                             ["open", "done", "late", "lost"][rng.below(4) as usize]
                         ),
                     ),
-                    _ => ("note", format!("'{}-{index}'", word(rng))),
+                    3 => ("note", format!("'{}-{index}'", word(rng))),
+                    // Merged columns: an increment and a CRDT text edit (expected values
+                    // depend on other devices, so no read-your-write expectation).
+                    4 => (
+                        "stock",
+                        format!("coalesce(stock, 0) + {}", 1 + rng.below(9)),
+                    ),
+                    5 => (
+                        "notes",
+                        format!("coalesce(notes, '') || ' {}{index}'", word(rng)),
+                    ),
+                    6 => (
+                        "phase",
+                        format!(
+                            "'{}'",
+                            ["created", "loaded", "in_transit", "delivered"][rng.below(4) as usize]
+                        ),
+                    ),
+                    7 => ("best", rng.below(1000).to_string()),
+                    _ => ("pick", format!("'{}-{index}'", word(rng))),
                 };
-                expect = Some((
-                    id.clone(),
-                    col.to_string(),
-                    val.trim_matches('\'').to_string(),
-                ));
+                if !matches!(col, "stock" | "notes") {
+                    expect = Some((
+                        id.clone(),
+                        col.to_string(),
+                        val.trim_matches('\'').to_string(),
+                    ));
+                }
                 format!("UPDATE items SET {col} = {val} WHERE id = '{id}'")
             }
             None => return "no-rows".into(),
         },
-        50..=53 => match pick(rng) {
+        50 => {
+            // Resolve the first open manual conflict, choosing a version at random.
+            let open = client
+                .conflicts()
+                .ok()
+                .and_then(|l| l.into_iter().find(|c| c.status == ConflictStatus::Open));
+            let Some(c) = open else {
+                return "no-open-conflict".into();
+            };
+            let choice = rng.below(c.versions.len().max(1) as u64) as usize;
+            let pending = |c: &Client| c.status().map(|s| s.pending_ops).unwrap_or(0);
+            let before = pending(client);
+            return match client.resolve(&c.id, burrow_client::Resolution::Pick(choice)) {
+                Ok(_) => {
+                    counters.resolutions += 1;
+                    d.ops_committed += pending(client).saturating_sub(before);
+                    format!("resolve:{}:{choice}", c.id)
+                }
+                Err(e) => format!("resolve-err:{e}"),
+            };
+        }
+        51..=53 => match pick(rng) {
             Some(id) => {
                 counters.deletes += 1;
                 format!("DELETE FROM items WHERE id = '{id}'")

@@ -174,7 +174,7 @@ async fn case(point: &str, action: &str) -> (bool, SimReport) {
         }
     }
     let server = net.server().unwrap();
-    let sdump = server_dump(&db).unwrap();
+    let sdump = server_dump(&db, &schema).unwrap();
     no_partial_batch("server", &sdump, &mut report);
     for d in devs.iter_mut() {
         let client = d.open(&schema);

@@ -61,15 +61,16 @@ async fn same_field_conflict_resolves_by_lww_identically_on_both_devices() {
     let log = env.server.store().conflicts(10).await.unwrap();
     assert_eq!(log.len(), 1);
     assert_eq!(log[0].column, "status");
+    let loser = log[0].losers().next().unwrap();
+    assert_eq!(loser.value, serde_json::json!("from-a"));
+    assert_eq!(loser.client.as_deref(), Some(a.client_id()));
     assert_eq!(
-        log[0].loser_value,
-        burrow_core::Value::Text("from-a".into())
+        log[0].winner().unwrap().client.as_deref(),
+        Some(b.client_id())
     );
-    assert_eq!(log[0].loser_client.as_deref(), Some(a.client_id()));
-    assert_eq!(log[0].winner_client.as_deref(), Some(b.client_id()));
-    let local = a.conflicts().unwrap();
-    assert_eq!(local.len(), 1);
-    assert_eq!(local[0].lost_columns, ["status"]);
+    let lost = a.lost_writes().unwrap();
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].lost_columns, ["status"]);
 }
 
 #[tokio::test]
@@ -125,19 +126,16 @@ async fn delete_beats_concurrent_update_and_the_update_is_logged() {
             "delete wins ({delete_first})"
         );
         let log = env.server.store().conflicts(10).await.unwrap();
-        let mut logged: Vec<(String, burrow_core::Value)> = log
+        let mut logged: Vec<(String, serde_json::Value)> = log
             .iter()
-            .map(|c| (c.column.clone(), c.loser_value.clone()))
+            .map(|c| (c.column.clone(), c.losers().next().unwrap().value.clone()))
             .collect();
         logged.sort_by(|x, y| x.0.cmp(&y.0));
         assert_eq!(
             logged,
             vec![
-                ("pieces".to_string(), burrow_core::Value::Integer(5)),
-                (
-                    "status".to_string(),
-                    burrow_core::Value::Text("edited".into())
-                ),
+                ("pieces".to_string(), serde_json::json!(5)),
+                ("status".to_string(), serde_json::json!("edited")),
             ],
             "update values are in the conflict log ({delete_first})"
         );

@@ -8,4 +8,5 @@ mod conflicts;
 mod corruption;
 mod harness;
 mod migration;
+mod policies;
 mod sync;

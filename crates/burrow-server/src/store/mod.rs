@@ -3,14 +3,38 @@
 //! resolution rules of `burrow_core::resolve`. SQLite ([`SqliteServerStore`]) is the default;
 //! PostgreSQL implements the same trait later.
 
+mod conflict_log;
 mod sqlite;
 
 pub use sqlite::SqliteServerStore;
 
 use crate::error::StoreError;
 use crate::validate::Rejection;
-use burrow_core::{Cursor, Op, OutcomeKind, RowChange, Value};
+use burrow_core::conflict::ConflictEntry;
+use burrow_core::resolve::CustomResolvers;
+use burrow_core::{ClaimSet, Cursor, Op, OutcomeKind, RowChange, Schema};
 use std::future::Future;
+use std::sync::Arc;
+
+/// What conflict resolution needs besides the ops: the served schema (each column's policy)
+/// and the registered custom resolvers.
+#[derive(Debug, Clone)]
+pub struct ResolveEnv {
+    /// The schema the server serves.
+    pub schema: Arc<Schema>,
+    /// `custom:NAME` resolvers by name.
+    pub custom: Arc<CustomResolvers>,
+}
+
+impl ResolveEnv {
+    /// An environment with no custom resolvers.
+    pub fn new(schema: Schema) -> ResolveEnv {
+        ResolveEnv {
+            schema: Arc::new(schema),
+            custom: Arc::new(CustomResolvers::new()),
+        }
+    }
+}
 
 /// One uploaded op after validation.
 #[derive(Debug, Clone)]
@@ -45,6 +69,13 @@ pub struct IngestRequest {
     pub txs: Vec<IngestTx>,
     /// Server wall time, recorded with conflicts.
     pub now_ms: u64,
+    /// The uploading user's token claims (for `prefer` rules and custom resolvers).
+    pub claims: ClaimSet,
+    /// How far the device's clock is ahead of the server's (negative: behind), measured
+    /// from this request; op times are corrected by it (`docs/design/time.md`).
+    pub clock_offset_ms: i64,
+    /// Policies and resolvers.
+    pub env: ResolveEnv,
 }
 
 /// The store's answer to an upload.
@@ -68,6 +99,9 @@ pub struct PullRequest {
     /// Leave out fields (and tombstones) last written by this replica: the client learnt
     /// them from its ops' outcomes. `None` sends everything.
     pub exclude_replica: Option<u64>,
+    /// The requesting device's replica tag: conflict records are sent only to the devices
+    /// involved in them.
+    pub audience: u64,
 }
 
 /// One page of changes.
@@ -81,27 +115,6 @@ pub struct Page {
     pub more: bool,
     /// The server's head sequence when the page was read.
     pub head_seq: u64,
-}
-
-/// One entry of the conflict log: a value that lost.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConflictLogEntry {
-    /// Table of the row.
-    pub table: String,
-    /// Primary key.
-    pub row_id: String,
-    /// Column.
-    pub column: String,
-    /// The losing value.
-    pub loser_value: Value,
-    /// Client that wrote the losing value.
-    pub loser_client: Option<String>,
-    /// Client that wrote the winner (for a delete beating an update: who deleted).
-    pub winner_client: Option<String>,
-    /// `lww` or `deleted`.
-    pub reason: String,
-    /// Server sequence current when it was recorded.
-    pub seq: u64,
 }
 
 /// The server's storage backend.
@@ -124,9 +137,10 @@ pub trait ServerStore: Send + Sync + 'static {
     /// The latest committed sequence.
     fn head_seq(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// The most recent conflict log entries, newest last.
+    /// The most recent conflict log entries (every overwritten or losing value, and every
+    /// manual conflict), newest last.
     fn conflicts(
         &self,
         limit: usize,
-    ) -> impl Future<Output = Result<Vec<ConflictLogEntry>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ConflictEntry>, StoreError>> + Send;
 }

@@ -1,19 +1,17 @@
 //! The embedded SQLite store: one writer connection (ingest) and one reader (pulls), WAL,
 //! `synchronous=FULL` so an acknowledged op survives power loss.
 
-use super::{
-    ConflictLogEntry, IngestOp, IngestRequest, IngestResult, IngestTx, Page, PullRequest,
-    ServerStore,
-};
+use super::conflict_log::{self, Uploader};
+use super::{IngestOp, IngestRequest, IngestResult, IngestTx, Page, PullRequest, ServerStore};
 use crate::error::StoreError;
 use crate::validate::Rejection;
+use burrow_core::conflict::{CONFLICTS_TABLE, ConflictEntry};
+use burrow_core::hlc::correct_device_hlc;
 use burrow_core::op::ChangedField;
-use burrow_core::resolve::{ConflictRecord, ServerRow, apply_op, replica_tag};
-use burrow_core::{Cursor, OutcomeKind, RowChange};
+use burrow_core::resolve::{ApplyContext, ServerRow, apply_op, replica_tag};
+use burrow_core::{Cursor, Hlc, OutcomeKind, RowChange};
 use burrow_proto::convert::{op_from_wire, op_to_wire};
-use burrow_proto::convert::{
-    server_row_from_parts, stored_fields_to_bytes, value_from_bytes, value_to_bytes,
-};
+use burrow_proto::convert::{server_row_from_parts, stored_fields_to_bytes};
 use prost::Message;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
@@ -62,20 +60,6 @@ CREATE TABLE IF NOT EXISTS staged (
   op BLOB NOT NULL,
   PRIMARY KEY (node, tx_id, client_seq)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS conflicts (
-  id INTEGER PRIMARY KEY,
-  seq INTEGER NOT NULL,
-  tbl TEXT NOT NULL,
-  row_id TEXT NOT NULL,
-  col TEXT NOT NULL,
-  loser_value BLOB NOT NULL,
-  loser_replica INTEGER NOT NULL,
-  loser_hlc INTEGER NOT NULL,
-  winner_replica INTEGER NOT NULL,
-  winner_hlc INTEGER NOT NULL,
-  reason TEXT NOT NULL,
-  at_ms INTEGER NOT NULL
-);
 ";
 
 const OUTCOME_APPLIED: i64 = 1;
@@ -109,6 +93,7 @@ impl SqliteServerStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let writer = open_conn(path)?;
         writer.execute_batch(SCHEMA_SQL)?;
+        conflict_log::migrate(&writer)?;
         let reader = open_conn(path)?;
         Ok(SqliteServerStore {
             writer: Arc::new(Mutex::new(writer)),
@@ -142,9 +127,11 @@ impl SqliteServerStore {
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let conn = lock(&self.reader);
         let ops: i64 = conn.query_row("SELECT count(*) FROM ops", [], |r| r.get(0))?;
-        let rows: i64 = conn.query_row("SELECT count(*) FROM rows WHERE deleted = 0", [], |r| {
-            r.get(0)
-        })?;
+        let rows: i64 = conn.query_row(
+            "SELECT count(*) FROM rows WHERE deleted = 0 AND tbl != '_burrow_conflicts'",
+            [],
+            |r| r.get(0),
+        )?;
         Ok((ops as u64, rows as u64))
     }
 }
@@ -324,13 +311,20 @@ fn take_staged(
 /// outcome of every op. All-or-nothing: any refused op refuses the whole transaction.
 fn ingest_tx(
     tx: &rusqlite::Transaction<'_>,
+    req: &IngestRequest,
     node: i64,
-    replica: u64,
     tx_id: u64,
     ops: &[IngestOp],
     head: &mut u64,
-    now_ms: u64,
 ) -> Result<Vec<OpResult>, StoreError> {
+    let uploader = Uploader {
+        client_id: &req.client_id,
+        user_id: &req.user_id,
+        replica: replica_tag(&req.client_id),
+        now_ms: req.now_ms,
+    };
+    let replica = uploader.replica;
+    let now = Hlc::from_ms(req.now_ms);
     if let Some((bad_seq, bad)) = ops
         .iter()
         .find_map(|o| o.op.as_ref().err().map(|r| (o.client_seq, r)))
@@ -368,9 +362,25 @@ fn ingest_tx(
     }
     for (slot, o) in fresh {
         let Ok(op) = &o.op else { continue };
+        if op.table == CONFLICTS_TABLE {
+            let seq = conflict_log::resolve(tx, head, op, &uploader)?;
+            record_op(tx, node, tx_id, o, op, seq, OUTCOME_APPLIED, "", "")?;
+            if let Some(entry) = outcomes.get_mut(slot) {
+                entry.2 = seq;
+            }
+            continue;
+        }
         let current = read_row(tx, &op.table, &op.row_id)?;
         let seq = *head + 1;
-        let applied = apply_op(current.as_ref(), op, replica, seq);
+        let ctx = ApplyContext {
+            table: req.env.schema.table(&op.table),
+            replica,
+            hlc: correct_device_hlc(op.hlc, req.clock_offset_ms, now),
+            seq,
+            claims: &req.claims,
+            custom: &req.env.custom,
+        };
+        let applied = apply_op(current.as_ref(), op, &ctx);
         let recorded_seq = if let Some(row) = &applied.new_row {
             *head = seq;
             tx.prepare_cached(
@@ -392,7 +402,7 @@ fn ingest_tx(
             0
         };
         for c in &applied.conflicts {
-            insert_conflict(tx, *head, &op.table, &op.row_id, c, now_ms)?;
+            conflict_log::record(tx, head, op, c, &uploader)?;
         }
         let (code, message, lost) = match &applied.outcome {
             OutcomeKind::Conflict { lost, reason } => {
@@ -400,22 +410,7 @@ fn ingest_tx(
             }
             _ => (OUTCOME_APPLIED, String::new(), String::new()),
         };
-        tx.prepare_cached(
-            "INSERT INTO ops(node, client_seq, tx_id, payload_hash, tbl, row_id, seq, outcome, message, lost)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
-            node,
-            o.client_seq as i64,
-            tx_id as i64,
-            o.payload_hash as i64,
-            op.table,
-            op.row_id,
-            recorded_seq as i64,
-            code,
-            message,
-            lost
-        ])?;
+        record_op(tx, node, tx_id, o, op, recorded_seq, code, &message, &lost)?;
         if let Some(entry) = outcomes.get_mut(slot) {
             entry.1 = applied.outcome;
             entry.2 = recorded_seq;
@@ -442,30 +437,34 @@ fn ingest_tx(
     Ok(outcomes)
 }
 
-fn insert_conflict(
+/// Records an op's id, payload hash and outcome: the dedup mark retries are answered from.
+#[allow(clippy::too_many_arguments)]
+fn record_op(
     tx: &rusqlite::Transaction<'_>,
+    node: i64,
+    tx_id: u64,
+    o: &IngestOp,
+    op: &burrow_core::Op,
     seq: u64,
-    table: &str,
-    row_id: &str,
-    c: &ConflictRecord,
-    now_ms: u64,
+    outcome: i64,
+    message: &str,
+    lost: &str,
 ) -> Result<(), StoreError> {
     tx.prepare_cached(
-        "INSERT INTO conflicts(seq, tbl, row_id, col, loser_value, loser_replica, loser_hlc,
-           winner_replica, winner_hlc, reason, at_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+        "INSERT INTO ops(node, client_seq, tx_id, payload_hash, tbl, row_id, seq, outcome, message, lost)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
+        node,
+        o.client_seq as i64,
+        tx_id as i64,
+        o.payload_hash as i64,
+        op.table,
+        op.row_id,
         seq as i64,
-        table,
-        row_id,
-        c.column,
-        value_to_bytes(&c.loser),
-        c.loser_version.replica as i64,
-        c.loser_version.hlc.0 as i64,
-        c.winner_version.replica as i64,
-        c.winner_version.hlc.0 as i64,
-        c.reason,
-        now_ms as i64
+        outcome,
+        message,
+        lost
     ])?;
     Ok(())
 }
@@ -473,7 +472,6 @@ fn insert_conflict(
 fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestResult, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let node = node_for(&tx, &req.client_id, &req.user_id, req.now_ms)?;
-    let replica = replica_tag(&req.client_id);
     let mut head: u64 = tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| {
         r.get::<_, i64>(0)
     })? as u64;
@@ -496,7 +494,7 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
             (false, _) => {
                 let mut all = take_staged(&tx, node, ltx.tx_id)?;
                 all.extend(ltx.ops.iter().cloned());
-                ingest_tx(&tx, node, replica, ltx.tx_id, &all, &mut head, req.now_ms)?
+                ingest_tx(&tx, &req, node, ltx.tx_id, &all, &mut head)?
             }
         };
         outcomes.append(&mut o);
@@ -608,9 +606,13 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
     let mut more = false;
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT tbl, id, seq, deleted, hlc, fields, replica FROM rows WHERE seq > ?1 ORDER BY seq",
+            "SELECT tbl, id, seq, deleted, hlc, fields, replica FROM rows
+             WHERE seq > ?1 AND (audience IS NULL OR instr(audience, ?2) > 0) ORDER BY seq",
         )?;
-        let mut rows = stmt.query([after as i64])?;
+        let mut rows = stmt.query(params![
+            after as i64,
+            conflict_log::audience_pattern(req.audience)
+        ])?;
         while let Some(r) = rows.next()? {
             if bytes >= req.page_bytes_max {
                 more = true;
@@ -685,48 +687,7 @@ impl ServerStore for SqliteServerStore {
         .await
     }
 
-    async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictLogEntry>, StoreError> {
-        Self::blocking(self.reader.clone(), move |c| {
-            let mut stmt = c.prepare(
-                "SELECT tbl, row_id, col, loser_value, reason, seq,
-                   (SELECT client_id FROM clients WHERE replica = loser_replica),
-                   (SELECT client_id FROM clients WHERE replica = winner_replica)
-                 FROM (SELECT * FROM conflicts ORDER BY id DESC LIMIT ?1) ORDER BY id",
-            )?;
-            let rows = stmt.query_map([limit as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (table, row_id, column, loser, reason, seq, lc, wc) = row?;
-                let loser_value =
-                    value_from_bytes(&loser).map_err(|source| StoreError::Corrupt {
-                        table: table.clone(),
-                        row_id: row_id.clone(),
-                        source,
-                    })?;
-                out.push(ConflictLogEntry {
-                    table,
-                    row_id,
-                    column,
-                    loser_value,
-                    loser_client: lc,
-                    winner_client: wc,
-                    reason,
-                    seq: seq as u64,
-                });
-            }
-            Ok(out)
-        })
-        .await
+    async fn conflicts(&self, limit: usize) -> Result<Vec<ConflictEntry>, StoreError> {
+        Self::blocking(self.reader.clone(), move |c| conflict_log::list(c, limit)).await
     }
 }
