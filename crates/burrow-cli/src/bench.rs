@@ -40,6 +40,19 @@ enum Which {
         #[arg(long, default_value_t = 10_000)]
         edits: u64,
     },
+    /// Per conflict policy: bytes on the wire per captured op (a batch of `--batch` ops) and
+    /// the server's merge throughput for concurrent writes.
+    Policies {
+        /// Ops per batch for the bytes figure.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+        /// Rows the concurrent writes are spread over.
+        #[arg(long, default_value_t = 1_000)]
+        rows: usize,
+        /// Concurrent writes per policy for the throughput figure.
+        #[arg(long, default_value_t = 10_000)]
+        ops: usize,
+    },
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -278,6 +291,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         match args.which {
             Which::InitialSync { rows } => initial_sync(rows, reps, args.json).await,
             Which::Push { edits } => push(edits, reps, args.json).await,
+            Which::Policies { batch, rows, ops } => {
+                crate::bench_policies::run(batch, rows, ops, reps, args.json).await
+            }
         }
     })?;
     Ok(ExitCode::SUCCESS)

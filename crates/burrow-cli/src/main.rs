@@ -2,6 +2,7 @@
 //! demo and benchmarks.
 
 mod bench;
+mod bench_policies;
 mod cli_client;
 mod demo;
 mod duration;

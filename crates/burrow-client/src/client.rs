@@ -979,6 +979,16 @@ impl Client {
         self.write(|tx| {
             if delete {
                 tx.execute(&format!("DELETE FROM {tname} WHERE \"id\" = ?1"), [&entry.row_id])?;
+            } else if let (false, Some((c, v))) = (row_level, assignments.first()) {
+                // A field: only where the row still exists here (a resolution never
+                // re-creates a row deleted since).
+                tx.execute(
+                    &format!(
+                        "UPDATE {tname} SET {} = ?2 WHERE \"id\" = ?1",
+                        crate::ddl::q(c)
+                    ),
+                    rusqlite::params![entry.row_id, crate::sql_value::SqlParam(v)],
+                )?;
             } else if !assignments.is_empty() {
                 let cols: Vec<String> = assignments.iter().map(|(c, _)| crate::ddl::q(c)).collect();
                 let marks: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 2)).collect();

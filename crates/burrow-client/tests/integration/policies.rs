@@ -980,3 +980,32 @@ async fn the_conflict_log_is_served_to_operators_only() {
     assert_eq!(resolved[0].id, manual.id);
     assert_eq!(resolved[0].resolved_by.as_deref(), Some(a.id()));
 }
+
+/// Resolving a field conflict on a row the device deleted since does not bring the row back:
+/// only the record is closed (found by the simulator).
+#[tokio::test]
+async fn resolving_a_field_conflict_never_recreates_a_deleted_row() {
+    let env = PEnv::start().await;
+    let (a, b) = open_manual_conflict(&env).await;
+    let c = b.conflict_of("pick");
+    b.exec_at(300, "DELETE FROM items WHERE id = 'i1'");
+    b.at(310);
+    b.client.resolve(&c.id, Resolution::Pick(0)).unwrap();
+    assert!(
+        b.rows("SELECT id FROM items").is_empty(),
+        "still deleted here"
+    );
+    b.sync().await;
+    a.sync().await;
+    b.sync().await;
+    assert_all(&[&a, &b], "SELECT id FROM items", &[], "deleted everywhere");
+    for d in [&a, &b] {
+        assert_eq!(
+            d.conflict_of("pick").status,
+            ConflictStatus::Resolved,
+            "{}",
+            d.id()
+        );
+    }
+    assert_eq!(a.pending() + b.pending(), 0);
+}
