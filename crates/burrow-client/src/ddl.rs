@@ -155,6 +155,9 @@ fn json_value(c: &Column, row: &str) -> String {
     let v = format!("{row}.{}", q(&c.name));
     match c.ty {
         ColumnType::Blob => format!("CASE WHEN {v} IS NULL THEN NULL ELSE hex({v}) END"),
+        // `|| ''` drops the JSON subtype a value from json_insert() & co. carries, which would
+        // make json_object() embed it as JSON instead of as the column's text.
+        ColumnType::Json => format!("({v} || '')"),
         _ => v,
     }
 }

@@ -32,6 +32,10 @@ pub fn from_trigger_json(ty: ColumnType, v: &serde_json::Value) -> Option<Value>
         (_, J::Null) => Value::Null,
         (ColumnType::Text, J::String(s)) => Value::Text(s.clone()),
         (ColumnType::Json, J::String(s)) => Value::Json(s.clone()),
+        // Captured by a trigger that embedded a JSON-subtyped value as JSON.
+        (ColumnType::Json, other @ (J::Array(_) | J::Object(_) | J::Number(_) | J::Bool(_))) => {
+            Value::Json(other.to_string())
+        }
         (ColumnType::Integer, J::Number(n)) => Value::Integer(n.as_i64()?),
         (ColumnType::Real, J::Number(n)) => Value::Real(n.as_f64()?),
         (ColumnType::Bool, J::Number(n)) => Value::Bool(n.as_i64()? != 0),

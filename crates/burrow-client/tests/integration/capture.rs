@@ -147,3 +147,30 @@ async fn two_processes_writing_the_same_file_do_not_fail_with_locked() {
     env.sync(&c).await;
     assert_eq!(c.status().unwrap().pending_ops, 0);
 }
+
+/// JSON functions hand their result to the trigger with a JSON subtype; the captured value
+/// must still be the column's text (a JSON string value included).
+#[tokio::test]
+async fn json_columns_written_with_json_functions_sync_as_written() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.execute(
+        "INSERT INTO shipments(id, meta) VALUES ('s1', json_object('tags', json_array('a')));
+         INSERT INTO shipments(id, meta) VALUES ('s2', json_quote('plain'));
+         UPDATE shipments SET meta = json_insert(meta, '$.tags[#]', 'b') WHERE id = 's1'",
+    )
+    .unwrap();
+    env.sync(&a).await;
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+    let b = env.client("b");
+    env.sync(&b).await;
+    let want = rows(&a, "SELECT id, meta FROM shipments ORDER BY id");
+    assert_eq!(
+        want,
+        vec![
+            serde_json::json!({"id": "s1", "meta": r#"{"tags":["a","b"]}"#}),
+            serde_json::json!({"id": "s2", "meta": r#""plain""#}),
+        ]
+    );
+    assert_eq!(rows(&b, "SELECT id, meta FROM shipments ORDER BY id"), want);
+}
