@@ -55,22 +55,29 @@ enum Which {
     },
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The median of `xs` (NaN when empty).
+pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(|a, b| a.total_cmp(b));
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
-struct Fixture {
+/// A server on loopback serving a schema, with a token, in a temporary directory.
+pub(crate) struct Fixture {
     _dir: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    server: burrow_server::RunningServer,
-    token: String,
-    schema: Schema,
+    pub(crate) dir: std::path::PathBuf,
+    pub(crate) server: burrow_server::RunningServer,
+    pub(crate) token: String,
+    pub(crate) schema: Schema,
 }
 
 async fn fixture() -> Result<Fixture> {
+    fixture_for(DELIVERY_SCHEMA).await
+}
+
+/// A [`Fixture`] serving the schema file text `schema`.
+pub(crate) async fn fixture_for(schema: &str) -> Result<Fixture> {
     let dir = tempfile::tempdir()?;
-    let schema = Schema::from_toml_str(DELIVERY_SCHEMA)?;
+    let schema = Schema::from_toml_str(schema)?;
     let mut config = ServerConfig::new(dir.path().join("server"), schema.clone());
     config.secret = Some(b"bench".to_vec());
     let server = burrow_server::spawn(config, "127.0.0.1:0").await?;

@@ -2,11 +2,11 @@
 //! wire (a batch of 100 ops, through a real client and server on loopback) and the server's
 //! merge throughput (concurrent ops resolved and committed per second by the store).
 
+use crate::bench::{fixture_for, median};
 use anyhow::{Context, Result};
 use burrow_client::{Client, HttpTransport};
 use burrow_core::crdt::{CrdtDoc, CrdtKind};
 use burrow_core::{ClaimSet, FieldValue, Hlc, Op, OpKind, Schema, Value};
-use burrow_server::ServerConfig;
 use burrow_server::store::{IngestOp, IngestRequest, IngestTx, ResolveEnv, ServerStore};
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -84,24 +84,11 @@ const CASES: [Case; 9] = [
 const NOTE: &str = "Pump room B2: check the pressure valve, replace the gasket if worn, and log the \
                     reading before and after. Access code at the front desk; the key is in box 4.";
 
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(|a, b| a.total_cmp(b));
-    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
 /// Bytes on the wire per op for a batch of `batch` single-op transactions of each policy.
 async fn bytes_per_op(batch: usize) -> Result<Vec<(&'static str, f64)>> {
-    let dir = tempfile::tempdir()?;
-    let schema = Schema::from_toml_str(POLICY_SCHEMA)?;
-    let mut config = ServerConfig::new(dir.path().join("server"), schema.clone());
-    config.secret = Some(b"bench".to_vec());
-    let server = burrow_server::spawn(config, "127.0.0.1:0").await?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_secs();
-    let token = burrow_server::auth::mint(b"bench", "bench", BTreeMap::new(), now, 86_400)?;
-    let transport = HttpTransport::new(&server.url(), &token)?;
-    let client = Client::open(dir.path().join("device.db"), &schema)?;
+    let f = fixture_for(POLICY_SCHEMA).await?;
+    let transport = HttpTransport::new(&f.server.url(), &f.token)?;
+    let client = Client::open(f.dir.join("device.db"), &f.schema)?;
     client.write(|tx| {
         for i in 0..batch {
             tx.execute(
@@ -133,7 +120,7 @@ async fn bytes_per_op(batch: usize) -> Result<Vec<(&'static str, f64)>> {
         anyhow::ensure!(r.ops_acked == batch as u64, "{}: {r:?}", case.policy);
         out.push((case.policy, (r.bytes_up as f64 - empty) / batch as f64));
     }
-    server.shutdown().await;
+    f.server.shutdown().await;
     Ok(out)
 }
 

@@ -59,6 +59,14 @@ fn load_doc(
         .transpose()
 }
 
+/// Where a new document is born: converting the op with this outbox sequence, or importing
+/// the server's document (then the local transaction counter at that moment).
+#[derive(Debug, Clone, Copy)]
+enum Birth {
+    Op(i64),
+    Import,
+}
+
 /// The local document of a field and its peer id, created (as a new peer) when missing.
 fn doc_or_new(
     tx: &Transaction<'_>,
@@ -66,20 +74,26 @@ fn doc_or_new(
     row_id: &str,
     col: &Column,
     kind: CrdtKind,
+    birth: Birth,
 ) -> Result<(CrdtDoc, u64)> {
     if let Some(found) = load_doc(tx, table, row_id, col)? {
         return Ok(found);
     }
-    // A fresh peer per document: the client id plus the local clock, which only grows (it
-    // survives a rebuild), so a device never reuses op ids after losing its documents.
-    let (client_id, hlc): (String, i64) = tx.query_row(
-        "SELECT client_id, hlc FROM _burrow_local WHERE id = 1",
+    // A fresh peer per document, from counters that only grow and survive a rebuild (op
+    // sequences, the transaction counter), so a device never reuses loro op ids; never from
+    // a clock, so a shifted device clock cannot change how concurrent edits interleave.
+    let (client_id, local_tx): (String, i64) = tx.query_row(
+        "SELECT client_id, tx FROM _burrow_local WHERE id = 1",
         [],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
+    let (tag, n) = match birth {
+        Birth::Op(seq) => ("op", seq),
+        Birth::Import => ("tx", local_tx),
+    };
     let peer = crdt::peer_id_for(
-        &format!("{client_id}/{table}/{row_id}/{}", col.name),
-        hlc as u64,
+        &format!("{client_id}/{table}/{row_id}/{}/{tag}", col.name),
+        n as u64,
     );
     Ok((CrdtDoc::new(kind, peer).map_err(crdt_err)?, peer))
 }
@@ -154,7 +168,7 @@ pub fn convert_pending(
                         col.name
                     ))
                 })?;
-            let (mut doc, peer) = doc_or_new(tx, &tname, &row_id, col, kind)?;
+            let (mut doc, peer) = doc_or_new(tx, &tname, &row_id, col, kind, Birth::Op(seq))?;
             match doc.set_value(&new_value).map_err(crdt_err)? {
                 Some(update) => {
                     obj.insert(
@@ -196,7 +210,7 @@ pub fn import_server_doc(
     let Some(kind) = crdt_kind(&col.policy) else {
         return Ok(Value::Null);
     };
-    let (mut doc, peer) = doc_or_new(tx, &table.name, row_id, col, kind)?;
+    let (mut doc, peer) = doc_or_new(tx, &table.name, row_id, col, kind, Birth::Import)?;
     doc.import(bytes).map_err(crdt_err)?;
     save_doc(tx, &table.name, row_id, &col.name, &doc, peer)?;
     Ok(doc.value())

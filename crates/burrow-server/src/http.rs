@@ -273,15 +273,23 @@ async fn sync<S: ServerStore>(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let claims = authenticate(
-        &state,
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    let claims = authenticate_headers(&state, &headers)?;
     let raw = read_body(body, state.limits.body_bytes_max).await?;
     let body = process_sync(&state, &claims, &raw).await?;
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
+}
+
+/// [`authenticate`] with the request's `Authorization` header.
+fn authenticate_headers<S: ServerStore>(
+    state: &AppState<S>,
+    headers: &HeaderMap,
+) -> Result<auth::Claims, ApiError> {
+    authenticate(
+        state,
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    )
 }
 
 /// Checks the `Authorization` header value and returns the token's claims.
@@ -448,12 +456,7 @@ async fn list_conflicts<S: ServerStore>(
     headers: HeaderMap,
     Query(q): Query<ConflictQuery>,
 ) -> Result<Response, ApiError> {
-    let claims = authenticate(
-        &state,
-        headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    )?;
+    let claims = authenticate_headers(&state, &headers)?;
     let set = ClaimSet::from_json(&claims.extra);
     if !OPERATOR_ROLES.iter().any(|r| set.has("role", r)) {
         return Err(ApiError::new(

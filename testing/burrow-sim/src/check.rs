@@ -4,6 +4,7 @@ use crate::world::Device;
 pub use crate::world::SimReport;
 use burrow_client::Client;
 use burrow_core::Schema;
+use burrow_core::conflict::ConflictEntry;
 use burrow_server::SqliteServerStore;
 use burrow_server::http::AppState;
 use burrow_server::store::ServerStore;
@@ -172,22 +173,25 @@ pub(crate) async fn zero_loss_no_dups(
     Ok(())
 }
 
-/// I5: every value a device lost in a conflict is in the server's conflict log.
-pub async fn conflicts_preserved(
-    index: usize,
-    client: &Client,
+/// The server's whole conflict log.
+pub async fn conflict_log(
     server: &AppState<SqliteServerStore>,
-    report: &mut SimReport,
-) -> Result<(), String> {
-    let local = client.lost_writes().map_err(|e| e.to_string())?;
-    if local.is_empty() {
-        return Ok(());
-    }
-    let log = server
+) -> Result<Vec<ConflictEntry>, String> {
+    server
         .store()
         .conflicts(usize::MAX >> 1)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// I5: every value a device lost in a conflict is in the server's conflict log.
+pub fn conflicts_preserved(
+    index: usize,
+    client: &Client,
+    log: &[ConflictEntry],
+    report: &mut SimReport,
+) -> Result<(), String> {
+    let local = client.lost_writes().map_err(|e| e.to_string())?;
     for c in &local {
         for col in &c.lost_columns {
             let value = c
@@ -215,18 +219,13 @@ pub async fn conflicts_preserved(
 
 /// I5: every conflict record a device holds is the server's record (same status, versions
 /// and winner), and the device holds every record it is involved in.
-pub async fn conflict_records_agree(
+pub fn conflict_records_agree(
     index: usize,
     client: &Client,
-    server: &AppState<SqliteServerStore>,
+    log: &[ConflictEntry],
     report: &mut SimReport,
 ) -> Result<(), String> {
     let local = client.conflicts().map_err(|e| e.to_string())?;
-    let log = server
-        .store()
-        .conflicts(usize::MAX >> 1)
-        .await
-        .map_err(|e| e.to_string())?;
     for c in &local {
         match log.iter().find(|e| e.id == c.id) {
             Some(e) if e.status == c.status && e.versions == c.versions => {}
@@ -244,7 +243,7 @@ pub async fn conflict_records_agree(
         }
     }
     let me = client.client_id();
-    for e in &log {
+    for e in log {
         let involved = e.versions.iter().any(|v| v.client.as_deref() == Some(me))
             || e.resolved_by.as_deref() == Some(me);
         if involved && !local.iter().any(|c| c.id == e.id) {

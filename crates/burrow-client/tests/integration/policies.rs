@@ -224,6 +224,24 @@ fn assert_all(devices: &[&Device], sql: &str, expected: &[Json], what: &str) {
     );
 }
 
+/// A server and two drivers' devices, `a` and `b`, that share the row `insert` creates.
+async fn two_drivers(insert: &str) -> (PEnv, Device, Device) {
+    let env = PEnv::start().await;
+    let a = env.device("a", "ann", "driver", 0);
+    let b = env.device("b", "bob", "driver", 0);
+    shared(&a, &b, insert).await;
+    (env, a, b)
+}
+
+/// [`race`] with `a` first, or `b` first.
+async fn race_ordered(a: &Device, b: &Device, a_first: bool) {
+    if a_first {
+        race(a, b).await;
+    } else {
+        race(b, a).await;
+    }
+}
+
 /// Both devices upload in this order, then the first downloads what the second uploaded.
 async fn race(first: &Device, second: &Device) {
     first.sync().await;
@@ -240,15 +258,8 @@ async fn shared(a: &Device, b: &Device, sql: &str) {
 
 #[tokio::test]
 async fn counters_add_up_concurrent_increments_without_conflicts() {
-    let env = PEnv::start().await;
-    let a = env.device("a", "ann", "driver", 0);
-    let b = env.device("b", "bob", "driver", 0);
-    shared(
-        &a,
-        &b,
-        "INSERT INTO items(id, qty, weight) VALUES ('i1', 10, 1.5)",
-    )
-    .await;
+    let (env, a, b) =
+        two_drivers("INSERT INTO items(id, qty, weight) VALUES ('i1', 10, 1.5)").await;
     let sql = "SELECT qty, weight FROM items";
     assert_all(
         &[&a, &b],
@@ -314,15 +325,8 @@ async fn counters_add_up_concurrent_increments_without_conflicts() {
 
 #[tokio::test]
 async fn concurrent_text_edits_merge_as_a_crdt() {
-    let env = PEnv::start().await;
-    let a = env.device("a", "ann", "driver", 0);
-    let b = env.device("b", "bob", "driver", 0);
-    shared(
-        &a,
-        &b,
-        "INSERT INTO items(id, notes) VALUES ('i1', 'The pump is fine.')",
-    )
-    .await;
+    let (env, a, b) =
+        two_drivers("INSERT INTO items(id, notes) VALUES ('i1', 'The pump is fine.')").await;
     a.exec_at(100, "UPDATE items SET notes = 'Note: The pump is fine.'");
     b.exec_at(
         110,
@@ -364,15 +368,8 @@ async fn concurrent_text_edits_merge_as_a_crdt() {
 
 #[tokio::test]
 async fn concurrent_list_inserts_both_survive_in_one_order() {
-    let env = PEnv::start().await;
-    let a = env.device("a", "ann", "driver", 0);
-    let b = env.device("b", "bob", "driver", 0);
-    shared(
-        &a,
-        &b,
-        r#"INSERT INTO items(id, checklist) VALUES ('i1', '["a","b"]')"#,
-    )
-    .await;
+    let (env, a, b) =
+        two_drivers(r#"INSERT INTO items(id, checklist) VALUES ('i1', '["a","b"]')"#).await;
     a.exec_at(100, r#"UPDATE items SET checklist = '["x","a","b"]'"#);
     b.exec_at(110, r#"UPDATE items SET checklist = '["a","b","y"]'"#);
     race(&a, &b).await;
@@ -464,18 +461,11 @@ async fn prefer_lets_the_manager_win_and_only_a_manager_change_it() {
 async fn max_by_keeps_the_value_with_the_larger_measurement_time() {
     for a_first in [true, false] {
         let what = format!("a_first={a_first}");
-        let env = PEnv::start().await;
-        let a = env.device("a", "ann", "driver", 0);
-        let b = env.device("b", "bob", "driver", 0);
-        shared(&a, &b, "INSERT INTO items(id, label) VALUES ('i1', 'x')").await;
+        let (_env, a, b) = two_drivers("INSERT INTO items(id, label) VALUES ('i1', 'x')").await;
         // a writes later (LWW would keep 5.0) but its reading is older.
         b.exec_at(100, "UPDATE items SET reading = 9.0, measured_at = 200");
         a.exec_at(300, "UPDATE items SET reading = 5.0, measured_at = 100");
-        if a_first {
-            race(&a, &b).await;
-        } else {
-            race(&b, &a).await;
-        }
+        race_ordered(&a, &b, a_first).await;
         assert_all(
             &[&a, &b],
             "SELECT reading, measured_at FROM items",
@@ -498,22 +488,11 @@ async fn max_by_keeps_the_value_with_the_larger_measurement_time() {
 async fn order_keeps_the_value_furthest_along() {
     for a_first in [true, false] {
         let what = format!("a_first={a_first}");
-        let env = PEnv::start().await;
-        let a = env.device("a", "ann", "driver", 0);
-        let b = env.device("b", "bob", "driver", 0);
-        shared(
-            &a,
-            &b,
-            "INSERT INTO items(id, phase) VALUES ('i1', 'created')",
-        )
-        .await;
+        let (_env, a, b) =
+            two_drivers("INSERT INTO items(id, phase) VALUES ('i1', 'created')").await;
         a.exec_at(100, "UPDATE items SET phase = 'delivered'");
         b.exec_at(200, "UPDATE items SET phase = 'loaded'");
-        if a_first {
-            race(&a, &b).await;
-        } else {
-            race(&b, &a).await;
-        }
+        race_ordered(&a, &b, a_first).await;
         assert_all(
             &[&a, &b],
             "SELECT phase FROM items",
@@ -532,23 +511,12 @@ async fn order_keeps_the_value_furthest_along() {
 async fn min_and_max_win_regardless_of_time() {
     for a_first in [true, false] {
         let what = format!("a_first={a_first}");
-        let env = PEnv::start().await;
-        let a = env.device("a", "ann", "driver", 0);
-        let b = env.device("b", "bob", "driver", 0);
-        shared(
-            &a,
-            &b,
-            "INSERT INTO items(id, low, high) VALUES ('i1', 5, 5)",
-        )
-        .await;
+        let (_env, a, b) =
+            two_drivers("INSERT INTO items(id, low, high) VALUES ('i1', 5, 5)").await;
         // The earlier write has the minimum, the later one the maximum.
         a.exec_at(100, "UPDATE items SET low = 3, high = 6");
         b.exec_at(200, "UPDATE items SET low = 4, high = 9");
-        if a_first {
-            race(&a, &b).await;
-        } else {
-            race(&b, &a).await;
-        }
+        race_ordered(&a, &b, a_first).await;
         assert_all(
             &[&a, &b],
             "SELECT low, high FROM items",
@@ -691,11 +659,7 @@ async fn custom_resolver_keeps_the_longest_report() {
             "UPDATE items SET report = 'ok' WHERE id = 'i1'; \
              UPDATE items SET report = 'abc' WHERE id = 'i2'",
         );
-        if a_first {
-            race(&a, &b).await;
-        } else {
-            race(&b, &a).await;
-        }
+        race_ordered(&a, &b, a_first).await;
         assert_all(
             &[&a, &b],
             "SELECT id, report FROM items ORDER BY id",
@@ -770,22 +734,11 @@ async fn a_clock_an_hour_ahead_does_not_win_lww() {
 /// `jobs` is `update_wins`: a (which created the job) deletes it while b changes its tech.
 async fn update_wins_case(delete_first: bool) {
     let what = format!("delete_first={delete_first}");
-    let env = PEnv::start().await;
-    let a = env.device("a", "ann", "driver", 0);
-    let b = env.device("b", "bob", "driver", 0);
-    shared(
-        &a,
-        &b,
-        "INSERT INTO jobs(id, title, tech) VALUES ('j1', 'Fix pump', 'ann')",
-    )
-    .await;
+    let (env, a, b) =
+        two_drivers("INSERT INTO jobs(id, title, tech) VALUES ('j1', 'Fix pump', 'ann')").await;
     a.exec_at(100, "DELETE FROM jobs WHERE id = 'j1'");
     b.exec_at(200, "UPDATE jobs SET tech = 'bob' WHERE id = 'j1'");
-    if delete_first {
-        race(&a, &b).await;
-    } else {
-        race(&b, &a).await;
-    }
+    race_ordered(&a, &b, delete_first).await;
     let row = json!({"id": "j1", "title": "Fix pump", "tech": "bob"});
     assert_all(
         &[&a, &b],
@@ -835,22 +788,10 @@ async fn update_wins_brings_back_a_job_deleted_before_the_update_arrived() {
 async fn manual_delete_conflict_keeps_the_row_for_the_user_to_restore() {
     for delete_first in [true, false] {
         let what = format!("delete_first={delete_first}");
-        let env = PEnv::start().await;
-        let a = env.device("a", "ann", "driver", 0);
-        let b = env.device("b", "bob", "driver", 0);
-        shared(
-            &a,
-            &b,
-            "INSERT INTO visits(id, note) VALUES ('v1', 'first')",
-        )
-        .await;
+        let (_env, a, b) = two_drivers("INSERT INTO visits(id, note) VALUES ('v1', 'first')").await;
         a.exec_at(100, "DELETE FROM visits WHERE id = 'v1'");
         b.exec_at(200, "UPDATE visits SET note = 'second' WHERE id = 'v1'");
-        if delete_first {
-            race(&a, &b).await;
-        } else {
-            race(&b, &a).await;
-        }
+        race_ordered(&a, &b, delete_first).await;
         let sql = "SELECT id, note FROM visits";
         assert_all(
             &[&a, &b],
