@@ -454,9 +454,11 @@ pub const OPERATOR_ROLES: [&str; 2] = ["operator", "admin"];
 async fn list_conflicts<S: ServerStore>(
     State(state): State<Arc<AppState<S>>>,
     headers: HeaderMap,
-    Query(q): Query<ConflictQuery>,
+    query: Result<Query<ConflictQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let claims = authenticate_headers(&state, &headers)?;
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     let set = ClaimSet::from_json(&claims.extra);
     if !OPERATOR_ROLES.iter().any(|r| set.has("role", r)) {
         return Err(ApiError::new(

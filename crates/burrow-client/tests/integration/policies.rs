@@ -888,6 +888,12 @@ async fn the_conflict_log_is_served_to_operators_only() {
     assert_eq!(entries(&body), [all[1].clone()], "the newest one");
     let (status, body) = get(&format!("{url}?status=nope"), Some(&op)).await;
     assert_eq!((status, &body["code"]), (400, &json!("invalid_query")));
+    let (status, body) = get(&format!("{url}?limit=lots"), Some(&op)).await;
+    assert_eq!(
+        (status, &body["code"]),
+        (400, &json!("invalid_query")),
+        "{body}"
+    );
 
     let (status, body) = get(&url, Some(&env.token("adam", "admin"))).await;
     assert_eq!(status, 200, "admins may read it too");
