@@ -32,6 +32,9 @@ enum ClientCommand {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Upload lane of the captured ops (critical, normal or bulk) instead of each table's.
+        #[arg(long)]
+        priority: Option<String>,
     },
     /// Run a query and print its rows.
     Query {
@@ -68,6 +71,25 @@ enum ClientCommand {
         /// Only open (manual, unresolved) conflicts.
         #[arg(long)]
         open: bool,
+    },
+    /// List the ops the server refused (quarantined: they block nothing).
+    Rejected {
+        /// Print as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a refused op (and the rest of its refused transaction) again, optionally edited.
+    Retry {
+        /// The op's sequence (`client_seq` in `rejected`).
+        seq: u64,
+        /// Replacement values: a JSON object of columns.
+        #[arg(long)]
+        data: Option<String>,
+    },
+    /// Drop a refused op for good.
+    Discard {
+        /// The op's sequence (`client_seq` in `rejected`).
+        seq: u64,
     },
     /// Resolve an open manual conflict: keep one version, or store a merged value.
     #[command(group(clap::ArgGroup::new("choice").required(true).args(["pick", "value"])))]
@@ -126,8 +148,20 @@ fn print_rows(rows: &[serde_json::Map<String, serde_json::Value>]) {
 pub fn run(args: ClientArgs) -> Result<ExitCode> {
     let client = open(&args)?;
     match &args.command {
-        ClientCommand::Exec { sql, json } => {
-            let r = client.execute(sql)?;
+        ClientCommand::Exec {
+            sql,
+            json,
+            priority,
+        } => {
+            let r = match priority {
+                None => client.execute(sql)?,
+                Some(p) => {
+                    let p = burrow_core::Priority::parse(p).with_context(|| {
+                        format!("--priority {p:?}: expected critical, normal or bulk")
+                    })?;
+                    client.write_with_priority(p, |tx| tx.execute_batch(sql))?.1
+                }
+            };
             if *json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -233,6 +267,42 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                     }
                 }
             }
+        }
+        ClientCommand::Rejected { json } => {
+            let ops = client.rejected_ops()?;
+            if *json {
+                println!("{}", serde_json::to_string(&ops)?);
+            } else {
+                for r in &ops {
+                    println!(
+                        "#{} {} {}/{}: {} ({}) {}",
+                        r.client_seq,
+                        r.kind,
+                        r.table,
+                        r.row_id,
+                        r.message,
+                        r.code,
+                        r.data.as_ref().map(|d| d.to_string()).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        ClientCommand::Retry { seq, data } => {
+            let data = match data {
+                None => None,
+                Some(text) => match serde_json::from_str::<serde_json::Value>(text)
+                    .with_context(|| format!("--data {text:?} is not JSON"))?
+                {
+                    serde_json::Value::Object(obj) => Some(obj),
+                    _ => anyhow::bail!("--data must be a JSON object of columns"),
+                },
+            };
+            let new_seq = client.retry_rejected(*seq, data)?;
+            println!("op {seq} queued again as op {new_seq} (sync to send it)");
+        }
+        ClientCommand::Discard { seq } => {
+            client.discard_rejected(*seq)?;
+            println!("op {seq} discarded");
         }
         ClientCommand::Resolve { id, pick, value } => {
             let resolution = match (pick, value) {

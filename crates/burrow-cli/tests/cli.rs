@@ -371,3 +371,138 @@ fn list_open(db: &str) -> serde_json::Value {
     ])))
     .unwrap()
 }
+
+#[test]
+fn refused_ops_are_listed_retried_edited_and_discarded_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let server_schema = dir.path().join("server.toml");
+    std::fs::write(
+        &server_schema,
+        "version = 1\n[tables.items.columns]\nlabel = \"text\"\n",
+    )
+    .unwrap();
+    // The app is one version ahead: a column the server does not serve yet.
+    let app_schema = dir.path().join("app.toml");
+    std::fs::write(
+        &app_schema,
+        "version = 2\n[tables.items.columns]\nlabel = \"text\"\nnote = \"text\"\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (_server, url) = start_server(&data, &server_schema);
+    let token = stdout(&burrow(&[
+        "token",
+        "--data",
+        data.to_str().unwrap(),
+        "--user",
+        "ann",
+    ]));
+    let token = token.trim();
+    let db = dir.path().join("a.db");
+    let (db, s) = (db.to_str().unwrap(), app_schema.to_str().unwrap());
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        db,
+        "--schema",
+        s,
+        "exec",
+        "--priority",
+        "critical",
+        "INSERT INTO items(id, label, note) VALUES ('i1', 'a', 'x'); INSERT INTO items(id, label, note) VALUES ('i2', 'b', 'y')",
+    ]));
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        db,
+        "exec",
+        "INSERT INTO items(id, label) VALUES ('i3', 'c')",
+    ]));
+    stdout(&burrow(&[
+        "client", "--db", db, "sync", "--server", &url, "--token", token,
+    ]));
+    let rejected = |db: &str| -> serde_json::Value {
+        serde_json::from_str(&stdout(&burrow(&[
+            "client", "--db", db, "rejected", "--json",
+        ])))
+        .unwrap()
+    };
+    let seq_of = |list: &serde_json::Value, id: &str| -> String {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|o| o["row_id"] == id)
+            .unwrap()["client_seq"]
+            .to_string()
+    };
+    let list = rejected(db);
+    // i3 too: an insert carries every column, `note` (null) included.
+    assert_eq!(list.as_array().unwrap().len(), 3, "{list}");
+    assert_eq!(list[0]["code"], "schema_version_unsupported");
+    assert_eq!(list[1]["code"], "transaction_rejected");
+    // An edit that is not a JSON object is a usage error; the list is unchanged.
+    let i1 = seq_of(&list, "i1");
+    assert!(
+        !burrow(&["client", "--db", db, "retry", &i1, "--data", "[1]"])
+            .status
+            .success()
+    );
+    // Retrying i1 (edited) queues its whole refused transaction again: i2 goes along unedited.
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        db,
+        "retry",
+        &i1,
+        "--data",
+        r#"{"label": "a"}"#,
+    ]));
+    assert_eq!(rejected(db).as_array().unwrap().len(), 1);
+    stdout(&burrow(&[
+        "client", "--db", db, "sync", "--server", &url, "--token", token,
+    ]));
+    let list = rejected(db);
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        3,
+        "i2 still names the column: {list}"
+    );
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        db,
+        "discard",
+        &seq_of(&list, "i3"),
+    ]));
+    assert!(
+        !burrow(&["client", "--db", db, "discard", &seq_of(&list, "i3")])
+            .status
+            .success()
+    );
+    stdout(&burrow(&[
+        "client",
+        "--db",
+        db,
+        "retry",
+        &seq_of(&list, "i2"),
+        "--data",
+        r#"{"label": "b"}"#,
+    ]));
+    stdout(&burrow(&[
+        "client", "--db", db, "sync", "--server", &url, "--token", token,
+    ]));
+    assert!(rejected(db).as_array().unwrap().is_empty());
+    let rows: serde_json::Value = serde_json::from_str(&stdout(&burrow(&[
+        "client",
+        "--db",
+        db,
+        "query",
+        "SELECT id, label FROM items ORDER BY id",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([{"id": "i1", "label": "a"}, {"id": "i2", "label": "b"}])
+    );
+}

@@ -375,6 +375,64 @@ impl Client {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<(T, ExecReport)> {
+        self.write_in(None, f)
+    }
+
+    /// [`Client::write`] with the upload lane of every op it captures set to `priority`
+    /// instead of each table's default (e.g. a delivery confirmation that must overtake
+    /// photos: `Priority::Critical`).
+    pub fn write_with_priority<T>(
+        &self,
+        priority: burrow_core::Priority,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<(T, ExecReport)> {
+        self.write_in(Some(priority), f)
+    }
+
+    fn write_in<T>(
+        &self,
+        priority: Option<burrow_core::Priority>,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<(T, ExecReport)> {
+        self.write_local(|tx, _| {
+            let my_tx: i64 =
+                tx.query_row("SELECT tx FROM _burrow_local WHERE id = 1", [], |r| {
+                    r.get(0)
+                })?;
+            let before = tx.total_changes();
+            let out = f(tx)?;
+            let all_changes = tx.total_changes().saturating_sub(before);
+            if let Some(p) = priority {
+                // After counting the app's changes: this is the library's own write.
+                tx.execute(
+                    "UPDATE _burrow_outbox SET lane = ?2 WHERE tx = ?1",
+                    params![my_tx, p as i64],
+                )?;
+            }
+            let ops_captured: i64 = tx.query_row(
+                "SELECT count(*) FROM _burrow_outbox WHERE tx = ?1",
+                [my_tx],
+                |r| r.get(0),
+            )?;
+            // Each captured op made two writes of its own (clock update and outbox insert).
+            let rows_changed = all_changes.saturating_sub(2 * ops_captured as u64);
+            Ok((
+                out,
+                ExecReport {
+                    rows_changed,
+                    ops_captured: ops_captured as u64,
+                },
+            ))
+        })
+    }
+
+    /// Runs `f` in one write transaction whose captured ops form one local transaction (the
+    /// body of [`Client::write`], and of the library's own multi-step writes); journals what
+    /// was captured once committed.
+    pub(crate) fn write_local<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, &Schema) -> Result<T>,
+    ) -> Result<T> {
         let mut conn = lock(&self.conn);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let clock_ms = self.options.clock.as_ref().map(|c| c.now_ms() as i64);
@@ -382,17 +440,7 @@ impl Client {
             "UPDATE _burrow_local SET tx = tx + 1, clock_ms = ?1 WHERE id = 1",
             [clock_ms],
         )?;
-        let my_tx: i64 = tx.query_row("SELECT tx FROM _burrow_local WHERE id = 1", [], |r| {
-            r.get(0)
-        })?;
-        let before = tx.total_changes();
-        let out = f(&tx)?;
-        let all_changes = tx.total_changes().saturating_sub(before);
-        let ops_captured: i64 = tx.query_row(
-            "SELECT count(*) FROM _burrow_outbox WHERE tx = ?1",
-            [my_tx],
-            |r| r.get(0),
-        )?;
+        let out = f(&tx, &self.schema)?;
         tx.execute(
             "UPDATE _burrow_local SET tx = tx + 1, clock_ms = NULL WHERE id = 1",
             [],
@@ -409,15 +457,7 @@ impl Client {
         fail::fail_point!("client-write-after-commit", |_| Err(
             crate::error::injected("client-write-after-commit")
         ));
-        // Each captured op made two writes of its own (clock update and outbox insert).
-        let rows_changed = all_changes.saturating_sub(2 * ops_captured as u64);
-        Ok((
-            out,
-            ExecReport {
-                rows_changed,
-                ops_captured: ops_captured as u64,
-            },
-        ))
+        Ok(out)
     }
 
     /// Executes one or more `;`-separated statements in one local transaction.
@@ -462,7 +502,8 @@ impl Client {
         })
     }
 
-    fn now_ms(&self) -> u64 {
+    /// The time ops are stamped with (the injected clock, or the system clock).
+    pub(crate) fn now_ms(&self) -> u64 {
         match &self.options.clock {
             Some(c) => c.now_ms(),
             None => SystemClock.now_ms(),
@@ -976,7 +1017,7 @@ impl Client {
         };
         let close = serde_json::json!({ "status": "resolved", "resolution": value }).to_string();
         let tname = crate::ddl::q(&table.name);
-        self.write(|tx| {
+        self.write_local(|tx, _| {
             if delete {
                 tx.execute(&format!("DELETE FROM {tname} WHERE \"id\" = ?1"), [&entry.row_id])?;
             } else if let (false, Some((c, v))) = (row_level, assignments.first()) {
@@ -1006,14 +1047,14 @@ impl Client {
                 all.extend(params.iter().map(|p| p as &dyn rusqlite::ToSql));
                 tx.execute(&sql, all.as_slice())?;
             }
-            tx.execute(
-                "UPDATE _burrow_local SET hlc = max(hlc + 1, coalesce(clock_ms, ?1) * 65536) WHERE id = 1",
-                [self.now_ms() as i64],
-            )?;
-            tx.execute(
-                "INSERT INTO _burrow_outbox(tx, tbl, row_id, kind, data, hlc, base_seq, lane)
-                 SELECT l.tx, ?1, ?2, 2, ?3, l.hlc, l.cursor_since, 0 FROM _burrow_local l",
-                params![CONFLICTS_TABLE, entry.id, close],
+            outbox::append_op(
+                tx,
+                CONFLICTS_TABLE,
+                &entry.id,
+                burrow_core::OpKind::Update.code(),
+                Some(&close),
+                table.priority,
+                self.now_ms(),
             )?;
             tx.execute(
                 "UPDATE _burrow_conflicts SET status = 'resolved', record = ?2 WHERE id = ?1",

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS _burrow_outbox (
   ack_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS _burrow_outbox_by_row ON _burrow_outbox(tbl, row_id);
+CREATE INDEX IF NOT EXISTS _burrow_outbox_by_tx ON _burrow_outbox(tx);
 CREATE TABLE IF NOT EXISTS _burrow_shadow (
   tbl TEXT NOT NULL,
   id TEXT NOT NULL,

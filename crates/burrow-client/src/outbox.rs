@@ -135,6 +135,202 @@ fn decode_resolution(data: Option<String>) -> std::result::Result<Vec<FieldValue
         .collect())
 }
 
+/// Appends an op the library writes itself (not a trigger: a conflict resolution, a retried
+/// op) to the current local transaction, with the next HLC; returns its sequence.
+pub fn append_op(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    row_id: &str,
+    kind: i64,
+    data: Option<&str>,
+    lane: burrow_core::Priority,
+    now_ms: u64,
+) -> Result<u64> {
+    tx.execute(
+        "UPDATE _burrow_local SET hlc = max(hlc + 1, coalesce(clock_ms, ?1) * 65536) WHERE id = 1",
+        [now_ms as i64],
+    )?;
+    tx.execute(
+        "INSERT INTO _burrow_outbox(tx, tbl, row_id, kind, data, hlc, base_seq, lane)
+         SELECT l.tx, ?1, ?2, ?3, ?4, l.hlc, l.cursor_since, ?5 FROM _burrow_local l",
+        params![table, row_id, kind, data, lane as i64],
+    )?;
+    Ok(tx.last_insert_rowid() as u64)
+}
+
+/// Builds an upload batch from ops offered in upload order, within the limits.
+struct Accumulator {
+    batch: Batch,
+    current: Option<(UploadTx, usize)>,
+    total_bytes: usize,
+    ops_max: usize,
+    bytes_max: usize,
+    /// No more ops fit.
+    full: bool,
+}
+
+impl Accumulator {
+    fn new(ops_max: usize, bytes_max: usize) -> Self {
+        Accumulator {
+            batch: Batch::default(),
+            current: None,
+            total_bytes: 0,
+            ops_max,
+            bytes_max,
+            full: false,
+        }
+    }
+
+    /// Adds the next op; sets `full` (and takes nothing) once the batch is complete: whole
+    /// transactions up to the limits, or a part of a transaction too large for one request.
+    fn push(&mut self, op: Op) {
+        if self.current.as_ref().is_some_and(|(t, _)| t.tx != op.tx) {
+            if let Some((done, _)) = self.current.take() {
+                self.batch.txs.push(done);
+            }
+            if self.batch.op_count >= self.ops_max || self.total_bytes >= self.bytes_max {
+                self.full = true;
+                return;
+            }
+        }
+        let (ops_max, bytes_max) = (self.ops_max, self.bytes_max);
+        if let Some((part, _)) = self
+            .current
+            .as_mut()
+            .filter(|(part, bytes)| part.ops.len() >= ops_max || *bytes >= bytes_max)
+        {
+            part.more_parts = true;
+            self.full = true;
+            return;
+        }
+        let size = op.approx_size();
+        self.total_bytes += size;
+        self.batch.op_count += 1;
+        let (part, part_bytes) = self.current.get_or_insert_with(|| {
+            (
+                UploadTx {
+                    tx: op.tx,
+                    ops: Vec::new(),
+                    more_parts: false,
+                },
+                0,
+            )
+        });
+        *part_bytes += size;
+        part.ops.push(op);
+    }
+
+    fn finish(mut self) -> Batch {
+        if let Some((done, _)) = self.current.take() {
+            self.batch.txs.push(done);
+        }
+        self.batch
+    }
+}
+
+/// Feeds decoded outbox rows to `acc` until it is full; returns the first op that cannot be
+/// sent, if any (the caller then sends nothing and rejects it).
+fn feed(
+    schema: &Schema,
+    rows: &mut rusqlite::Rows<'_>,
+    acc: &mut Accumulator,
+) -> Result<Option<Unsendable>> {
+    while let Some(r) = rows.next()? {
+        let seq = r.get::<_, i64>(0)? as u64;
+        let op = match decode_op(schema, r)? {
+            Ok(op) if op.approx_size() > OP_BYTES_MAX => {
+                return Ok(Some(Unsendable {
+                    seq,
+                    code: "op_too_large",
+                    reason: format!(
+                        "the op carries about {} bytes, more than the {OP_BYTES_MAX} an op may hold",
+                        op.approx_size()
+                    ),
+                }));
+            }
+            Ok(op) => op,
+            Err(reason) => {
+                return Ok(Some(Unsendable {
+                    seq,
+                    code: "undecodable",
+                    reason,
+                }));
+            }
+        };
+        acc.push(op);
+        if acc.full {
+            break;
+        }
+    }
+    Ok(None)
+}
+
+/// The order to upload pending local transactions in, when they use more than one lane:
+/// transactions already partly sent (staged parts) first, then [`crate::lanes::upload_order`]
+/// (higher lanes first, never overtaking an earlier transaction on the same row or on a row
+/// referenced). `None` when one lane holds everything: plain outbox order.
+fn upload_tx_order(tx: &rusqlite::Transaction<'_>, schema: &Schema) -> Result<Option<Vec<u64>>> {
+    let lanes: i64 = tx.query_row(
+        "SELECT count(DISTINCT lane) FROM _burrow_outbox WHERE ack_seq IS NULL AND staged = 0",
+        [],
+        |r| r.get(0),
+    )?;
+    if lanes <= 1 {
+        return Ok(None);
+    }
+    let mut pending: Vec<crate::lanes::PendingTx> = Vec::new();
+    let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    let mut in_flight: Vec<u64> = Vec::new();
+    let mut stmt = tx.prepare_cached(
+        "SELECT seq, tx, tbl, row_id, lane, data, staged FROM _burrow_outbox
+         WHERE ack_seq IS NULL ORDER BY seq",
+    )?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let seq = r.get::<_, i64>(0)? as u64;
+        let t = r.get::<_, i64>(1)? as u64;
+        let table: String = r.get(2)?;
+        let row_id: String = r.get(3)?;
+        let lane = burrow_core::Priority::from_i64(r.get(4)?);
+        let data: Option<String> = r.get(5)?;
+        let staged: bool = r.get(6)?;
+        if staged && !in_flight.contains(&t) {
+            in_flight.push(t);
+        }
+        let references = match (schema.table(&table), data) {
+            (Some(tbl), Some(d)) if tbl.columns.iter().any(|c| c.references.is_some()) => {
+                serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&d)
+                    .map(|obj| crate::lanes::references_of(tbl, &obj))
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        let i = *index.entry(t).or_insert_with(|| {
+            pending.push(crate::lanes::PendingTx {
+                tx: t,
+                first_seq: seq,
+                lane,
+                rows: Vec::new(),
+                references: Vec::new(),
+            });
+            pending.len() - 1
+        });
+        if let Some(p) = pending.get_mut(i) {
+            p.lane = p.lane.max(lane);
+            p.rows.push((table, row_id));
+            p.references.extend(references);
+        }
+    }
+    let mut order = in_flight.clone();
+    order.extend(
+        crate::lanes::upload_order(&pending)
+            .into_iter()
+            .filter_map(|i| pending.get(i).map(|p| p.tx))
+            .filter(|t| !in_flight.contains(t)),
+    );
+    Ok(Some(order))
+}
+
 /// Seals the current capture group (so later writes from other connections start a new
 /// local transaction) and reads pending ops up to the limits: whole transactions, or parts of
 /// one transaction too large for a single request.
@@ -154,82 +350,41 @@ pub fn read_batch(
     if let Some(journal) = journal {
         journal.append_new(&tx)?;
     }
-    let mut batch = Batch::default();
-    {
-        let mut stmt = tx.prepare_cached(
-            "SELECT seq, tx, tbl, row_id, kind, data, hlc, base_seq FROM _burrow_outbox
-             WHERE ack_seq IS NULL AND staged = 0 ORDER BY seq",
-        )?;
-        let mut rows = stmt.query([])?;
-        let mut current: Option<(UploadTx, usize)> = None;
-        let mut total_bytes = 0usize;
-        while let Some(r) = rows.next()? {
-            let seq = r.get::<_, i64>(0)? as u64;
-            let op = match decode_op(schema, r)? {
-                Ok(op) if op.approx_size() > OP_BYTES_MAX => Err(Unsendable {
-                    seq,
-                    code: "op_too_large",
-                    reason: format!(
-                        "the op carries about {} bytes, more than the {OP_BYTES_MAX} an op may hold",
-                        op.approx_size()
-                    ),
-                }),
-                Ok(op) => Ok(op),
-                Err(reason) => Err(Unsendable {
-                    seq,
-                    code: "undecodable",
-                    reason,
-                }),
-            };
-            let op = match op {
-                Ok(op) => op,
-                Err(u) => {
-                    return {
-                        drop(rows);
-                        drop(stmt);
-                        tx.commit()?;
-                        Ok(Batch {
-                            unsendable: Some(u),
-                            ..Batch::default()
-                        })
-                    };
-                }
-            };
-            if current.as_ref().is_some_and(|(t, _)| t.tx != op.tx) {
-                if let Some((done, _)) = current.take() {
-                    batch.txs.push(done);
-                }
-                if batch.op_count >= ops_max || total_bytes >= bytes_max {
+    let mut acc = Accumulator::new(ops_max, bytes_max);
+    let unsendable = match upload_tx_order(&tx, schema)? {
+        // One lane: outbox order, streamed.
+        None => {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, tx, tbl, row_id, kind, data, hlc, base_seq FROM _burrow_outbox
+                 WHERE ack_seq IS NULL AND staged = 0 ORDER BY seq",
+            )?;
+            let mut rows = stmt.query([])?;
+            feed(schema, &mut rows, &mut acc)?
+        }
+        // Several lanes: whole transactions in lane order (see `lanes`).
+        Some(order) => {
+            let mut stmt = tx.prepare_cached(
+                "SELECT seq, tx, tbl, row_id, kind, data, hlc, base_seq FROM _burrow_outbox
+                 WHERE tx = ?1 AND ack_seq IS NULL AND staged = 0 ORDER BY seq",
+            )?;
+            let mut found = None;
+            for t in order {
+                let mut rows = stmt.query([t as i64])?;
+                found = feed(schema, &mut rows, &mut acc)?;
+                if found.is_some() || acc.full {
                     break;
                 }
             }
-            if let Some((part, _)) = current
-                .as_mut()
-                .filter(|(part, bytes)| part.ops.len() >= ops_max || *bytes >= bytes_max)
-            {
-                part.more_parts = true;
-                break;
-            }
-            let size = op.approx_size();
-            total_bytes += size;
-            batch.op_count += 1;
-            let (part, part_bytes) = current.get_or_insert_with(|| {
-                (
-                    UploadTx {
-                        tx: op.tx,
-                        ops: Vec::new(),
-                        more_parts: false,
-                    },
-                    0,
-                )
-            });
-            *part_bytes += size;
-            part.ops.push(op);
+            found
         }
-        if let Some((done, _)) = current {
-            batch.txs.push(done);
-        }
-    }
+    };
+    let batch = match unsendable {
+        Some(u) => Batch {
+            unsendable: Some(u),
+            ..Batch::default()
+        },
+        None => acc.finish(),
+    };
     fail::fail_point!("client-read-batch", |_| Err(crate::error::injected(
         "client-read-batch"
     )));

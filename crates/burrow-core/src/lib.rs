@@ -5,6 +5,7 @@
 //! time and randomness arrive through the [`env::Clock`] and [`env::Rng`] traits so that a
 //! seeded simulator can reproduce a run exactly.
 
+pub mod backoff;
 pub mod claims;
 pub mod conflict;
 pub mod crdt;

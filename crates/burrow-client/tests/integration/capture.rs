@@ -174,3 +174,79 @@ async fn json_columns_written_with_json_functions_sync_as_written() {
     );
     assert_eq!(rows(&b, "SELECT id, meta FROM shipments ORDER BY id"), want);
 }
+
+#[tokio::test]
+async fn a_transaction_can_override_the_lane_of_its_ops() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    // routes are `normal` in the schema; this transaction is critical.
+    a.write_with_priority(burrow_core::Priority::Critical, |tx| {
+        tx.execute_batch(
+            "INSERT INTO routes(id, day) VALUES ('r1', 'mon');
+             INSERT INTO routes(id, day) VALUES ('r2', 'tue');",
+        )
+    })
+    .unwrap();
+    a.execute("INSERT INTO routes(id, day) VALUES ('r3', 'wed')")
+        .unwrap();
+    let lanes = a.status().unwrap().pending_by_lane;
+    assert_eq!(lanes.get("critical"), Some(&2), "{lanes:?}");
+    assert_eq!(lanes.get("normal"), Some(&1), "{lanes:?}");
+    env.sync(&a).await;
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+}
+
+/// Upload lanes: a critical transaction overtakes bulk ones queued before it, but never an
+/// earlier transaction on the same row or on a row it references.
+#[tokio::test]
+async fn critical_ops_upload_before_bulk_ones_but_never_overtake_what_they_depend_on() {
+    let env = Env::start().await;
+    let a = burrow_client::Client::open_with(
+        env.db("a"),
+        &schema(),
+        None,
+        burrow_client::ClientOptions {
+            upload_ops_max: 5,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // 20 bulk transactions first (routes are `normal`: make them bulk), then a route the
+    // critical shipment references, then unrelated critical shipments.
+    for i in 0..20 {
+        a.write_with_priority(burrow_core::Priority::Bulk, |tx| {
+            tx.execute(
+                "INSERT INTO routes(id, day) VALUES (?1, 'mon')",
+                [format!("bulk-{i:02}")],
+            )
+        })
+        .unwrap();
+    }
+    a.write_with_priority(burrow_core::Priority::Bulk, |tx| {
+        tx.execute("INSERT INTO routes(id, day) VALUES ('r-late', 'tue')", [])
+    })
+    .unwrap();
+    a.execute("INSERT INTO shipments(id, route_id) VALUES ('s-dep', 'r-late')")
+        .unwrap();
+    a.execute("INSERT INTO shipments(id, route_id) VALUES ('s-free', NULL)")
+        .unwrap();
+    // The first upload request (5 ops at most) carries the critical work first: the route
+    // the dependent shipment references goes along (priority inheritance).
+    let mut conn = burrow_client::open::connect(&env.db("a")).unwrap();
+    let batch = burrow_client::outbox::read_batch(&mut conn, &schema(), 5, 1 << 20, None).unwrap();
+    drop(conn);
+    let order: Vec<String> = batch
+        .txs
+        .iter()
+        .flat_map(|t| t.ops.iter().map(|o| o.row_id.clone()))
+        .collect();
+    assert_eq!(order[..3], ["r-late", "s-dep", "s-free"], "{order:?}");
+    env.sync(&a).await;
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+    let b = env.client("b");
+    env.sync(&b).await;
+    assert_eq!(
+        rows(&b, "SELECT count(*) AS n FROM routes"),
+        vec![serde_json::json!({"n": 21})]
+    );
+}

@@ -9,4 +9,5 @@ mod corruption;
 mod harness;
 mod migration;
 mod policies;
+mod quarantine;
 mod sync;
