@@ -52,6 +52,13 @@ enum ClientCommand {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// The network: offline (attempt nothing), metered (critical lane only, small pages)
+        /// or unmetered.
+        #[arg(long, default_value = "unmetered")]
+        network: String,
+        /// The battery is low: defer the bulk lane.
+        #[arg(long)]
+        low_battery: bool,
     },
     /// Crash-test writer: commits transactions into `scans` forever (see `workload.rs`).
     #[command(hide = true)]
@@ -316,7 +323,19 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
             let chosen = client.resolve(id, resolution)?;
             println!("resolved {id}: {chosen} (sync to send the resolution)");
         }
-        ClientCommand::Sync { server, json } => {
+        ClientCommand::Sync {
+            server,
+            json,
+            network,
+            low_battery,
+        } => {
+            let network = burrow_client::Network::parse(network).with_context(|| {
+                format!("--network {network:?}: expected offline, metered or unmetered")
+            })?;
+            client.set_network(burrow_client::NetworkState {
+                network,
+                low_battery: *low_battery,
+            });
             let token = args
                 .token
                 .as_deref()
@@ -347,9 +366,8 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                         ClientError::Transport(TransportError::Unauthorized { .. }) => {
                             crate::EXIT_AUTH
                         }
-                        ClientError::Transport(TransportError::Network(_)) => {
-                            crate::EXIT_UNAVAILABLE
-                        }
+                        ClientError::Transport(TransportError::Network(_))
+                        | ClientError::Offline => crate::EXIT_UNAVAILABLE,
                         _ => 1,
                     }));
                 }

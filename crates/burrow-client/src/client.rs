@@ -48,6 +48,8 @@ pub struct ClientOptions {
     /// The id a *new* database gets; `None` draws a UUIDv7. Ignored for an existing database,
     /// whose id never changes. (Deterministic runs set it.)
     pub client_id: Option<String>,
+    /// What may sync on which network ([`Client::set_network`]).
+    pub network_policy: crate::network::NetworkPolicy,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +60,7 @@ impl Default for ClientOptions {
             upload_bytes_max: UPLOAD_BYTES_MAX,
             page_bytes_max: PAGE_BYTES_MAX,
             client_id: None,
+            network_policy: crate::network::NetworkPolicy::default(),
         }
     }
 }
@@ -89,6 +92,8 @@ pub struct Client {
     /// After a rebuild: pulls ask for this client's own writes until one from cursor 0 is
     /// complete (mirrors `_burrow_local.refetch_own`).
     refetch_own: AtomicBool,
+    /// What the app last said about the network and battery.
+    network: Mutex<crate::network::NetworkState>,
 }
 
 /// What one call to [`Client::execute`] captured.
@@ -335,6 +340,7 @@ impl Client {
             options,
             journal: Mutex::new(journal),
             refetch_own: AtomicBool::new(refetch_own),
+            network: Mutex::new(crate::network::NetworkState::default()),
         })
     }
 
@@ -502,6 +508,19 @@ impl Client {
         })
     }
 
+    /// Tells the client what network it has (and whether the battery is low): `Offline`
+    /// stops every attempt ([`Error::Offline`]), `Metered` uploads only the lanes the
+    /// [`crate::NetworkPolicy`] allows there (critical by default) and downloads in small
+    /// pages. Takes effect at the next sync.
+    pub fn set_network(&self, state: crate::network::NetworkState) {
+        *lock(&self.network) = state;
+    }
+
+    /// What the app last reported (default: unmetered, battery fine).
+    pub fn network(&self) -> crate::network::NetworkState {
+        *lock(&self.network)
+    }
+
     /// The time ops are stamped with (the injected clock, or the system clock).
     pub(crate) fn now_ms(&self) -> u64 {
         match &self.options.clock {
@@ -551,7 +570,10 @@ impl Client {
                 since: cursor.since,
                 after: cursor.after,
             }),
-            page_bytes_max: self.options.page_bytes_max,
+            page_bytes_max: self
+                .options
+                .network_policy
+                .page_bytes_max(self.network(), self.options.page_bytes_max),
             download: true,
             include_own_changes: self.refetch_own.load(Ordering::SeqCst),
         }
@@ -559,6 +581,10 @@ impl Client {
 
     async fn sync_inner<T: Transport>(&self, transport: &T) -> Result<SyncReport> {
         let mut report = SyncReport::default();
+        let network = self.network();
+        let Some(allowed) = self.options.network_policy.allowed_lanes(network) else {
+            return Err(Error::Offline);
+        };
         // A sync owes the server every op queued when it started; writes made meanwhile go
         // along while it runs but do not keep it running (the app may write forever).
         let owed_through = self.with_connection(|c| {
@@ -581,6 +607,7 @@ impl Client {
                         &self.schema,
                         self.options.upload_ops_max,
                         self.options.upload_bytes_max,
+                        &allowed,
                         Some(&mut lock(&self.journal)),
                     )?;
                     if let Some(u) = &batch.unsendable {

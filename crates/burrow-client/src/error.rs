@@ -24,6 +24,9 @@ pub enum Error {
     /// open); nothing changed.
     #[error("{0}")]
     Invalid(String),
+    /// The app reported no network: nothing was attempted, nothing changed.
+    #[error("offline: no sync attempted (the app reported no network)")]
+    Offline,
     /// The server answered something the protocol does not allow.
     #[error("protocol violation: {0}")]
     Protocol(String),
@@ -65,6 +68,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport(t) => t.is_retryable(),
+            Error::Offline => true,
             Error::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
                 matches!(
                     e.code,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod journal;
 pub mod lanes;
 pub mod merged;
+pub mod network;
 pub mod open;
 pub mod outbox;
 pub mod quarantine;
@@ -21,5 +22,6 @@ pub use client::{
     Client, ClientOptions, ExecReport, LostWrite, RejectedOp, Resolution, Status, SyncReport,
 };
 pub use error::{Error, Result};
+pub use network::{Network, NetworkPolicy, NetworkState};
 pub use recovery::Recovery;
 pub use transport::{HttpTransport, TrafficStats, Transport, TransportError};

@@ -265,17 +265,26 @@ fn feed(
     Ok(None)
 }
 
-/// The order to upload pending local transactions in, when they use more than one lane:
-/// transactions already partly sent (staged parts) first, then [`crate::lanes::upload_order`]
-/// (higher lanes first, never overtaking an earlier transaction on the same row or on a row
-/// referenced). `None` when one lane holds everything: plain outbox order.
-fn upload_tx_order(tx: &rusqlite::Transaction<'_>, schema: &Schema) -> Result<Option<Vec<u64>>> {
+/// The order to upload pending local transactions in, when they use more than one lane or a
+/// network policy holds some lanes back: transactions already partly sent (staged parts)
+/// first, then [`crate::lanes::upload_order`] (higher lanes first, never overtaking an earlier
+/// transaction on the same row or on a row referenced), leaving out transactions whose
+/// (inherited) lane is not `allowed`. `None` when one lane holds everything and every lane may
+/// go: plain outbox order.
+fn upload_tx_order(
+    tx: &rusqlite::Transaction<'_>,
+    schema: &Schema,
+    allowed: &[burrow_core::Priority],
+) -> Result<Option<Vec<u64>>> {
+    let every_lane = crate::network::all_lanes()
+        .iter()
+        .all(|l| allowed.contains(l));
     let lanes: i64 = tx.query_row(
         "SELECT count(DISTINCT lane) FROM _burrow_outbox WHERE ack_seq IS NULL AND staged = 0",
         [],
         |r| r.get(0),
     )?;
-    if lanes <= 1 {
+    if lanes <= 1 && every_lane {
         return Ok(None);
     }
     let mut pending: Vec<crate::lanes::PendingTx> = Vec::new();
@@ -321,10 +330,18 @@ fn upload_tx_order(tx: &rusqlite::Transaction<'_>, schema: &Schema) -> Result<Op
             p.references.extend(references);
         }
     }
-    let mut order = in_flight.clone();
+    // A network policy may hold lanes back; a transaction counts with its inherited lane.
+    let lanes = crate::lanes::effective_lanes(&pending);
+    let sendable = |i: usize| lanes.get(i).is_some_and(|l| allowed.contains(l));
+    let mut order: Vec<u64> = in_flight
+        .iter()
+        .copied()
+        .filter(|t| index.get(t).is_some_and(|i| sendable(*i)))
+        .collect();
     order.extend(
         crate::lanes::upload_order(&pending)
             .into_iter()
+            .filter(|i| sendable(*i))
             .filter_map(|i| pending.get(i).map(|p| p.tx))
             .filter(|t| !in_flight.contains(t)),
     );
@@ -342,6 +359,7 @@ pub fn read_batch(
     schema: &Schema,
     ops_max: usize,
     bytes_max: usize,
+    allowed: &[burrow_core::Priority],
     journal: Option<&mut crate::journal::Journal>,
 ) -> Result<Batch> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -351,7 +369,7 @@ pub fn read_batch(
         journal.append_new(&tx)?;
     }
     let mut acc = Accumulator::new(ops_max, bytes_max);
-    let unsendable = match upload_tx_order(&tx, schema)? {
+    let unsendable = match upload_tx_order(&tx, schema, allowed)? {
         // One lane: outbox order, streamed.
         None => {
             let mut stmt = tx.prepare_cached(

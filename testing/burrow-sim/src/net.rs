@@ -128,6 +128,8 @@ pub struct Counters {
     pub deletes: u64,
     /// Manual conflicts resolved by a device.
     pub resolutions: u64,
+    /// Network changes the apps reported (offline, metered, low battery).
+    pub network_changes: u64,
 }
 
 impl Counters {
@@ -149,6 +151,7 @@ impl Counters {
         self.multi_row_txs += o.multi_row_txs;
         self.deletes += o.deletes;
         self.resolutions += o.resolutions;
+        self.network_changes += o.network_changes;
     }
 
     /// Names of the counters that stayed at zero.
@@ -173,6 +176,7 @@ impl Counters {
             ("multi_row_txs", self.multi_row_txs),
             ("deletes", self.deletes),
             ("resolutions", self.resolutions),
+            ("network_changes", self.network_changes),
         ];
         all.iter()
             .filter(|(_, n)| *n == 0)

@@ -4,6 +4,7 @@
 use crate::check::{self, Dump, Fingerprint};
 use crate::net::{Counters, DeviceClock, LinkFaults, Net, Partition, SimClock, SimTransport};
 use burrow_client::{Client, ClientOptions};
+use burrow_client::{Network, NetworkState};
 use burrow_core::Schema;
 use burrow_core::conflict::ConflictStatus;
 use burrow_core::env::{Clock, Rng, SeededRng};
@@ -103,6 +104,18 @@ pub(crate) struct Device {
     pub last_cursor: u64,
     pub last_hlc: u64,
     pub next_id: u64,
+    /// What the device's app reports about its network (offline, metered, low battery).
+    pub network: NetworkState,
+}
+
+impl Device {
+    /// The app reports a network change.
+    fn set_network(&mut self, state: NetworkState) {
+        self.network = state;
+        if let Some(c) = &self.client {
+            c.set_network(state);
+        }
+    }
 }
 
 impl Device {
@@ -113,6 +126,7 @@ impl Device {
             upload_bytes_max: 1 << 20,
             page_bytes_max: 1_500,
             client_id: Some(self.client_id.clone()),
+            ..ClientOptions::default()
         }
     }
 
@@ -120,6 +134,7 @@ impl Device {
         if self.client.is_none() {
             let c = Client::open_with(&self.path, schema, Some(SIM_SCHEMA), self.options())
                 .map_err(|e| format!("open {}: {e}", self.client_id))?;
+            c.set_network(self.network);
             self.client = Some(c);
         }
         self.client
@@ -222,6 +237,7 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
                 last_cursor: 0,
                 last_hlc: 0,
                 next_id: 0,
+                network: NetworkState::default(),
             }
         })
         .collect();
@@ -275,8 +291,11 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
             trace.feed("crash-after-commit");
         }
     }
-    // Heal and quiesce.
+    // Heal and quiesce (every device back on an unmetered network).
     net.heal();
+    for d in devices.iter_mut() {
+        d.set_network(NetworkState::default());
+    }
     let server = net.server().ok_or("server down after heal")?;
     let mut quiet = false;
     for round in 0..cfg.quiesce_rounds {
@@ -422,6 +441,18 @@ async fn nemesis(
         78..=99 => {
             let replayed = net.replay_one().await;
             format!("replay:{replayed}")
+        }
+        100..=119 => {
+            let state = NetworkState {
+                network: [Network::Offline, Network::Metered, Network::Unmetered]
+                    [rng.below(3) as usize],
+                low_battery: rng.below(4) == 0,
+            };
+            if let Some(d) = devices.get_mut(c) {
+                d.set_network(state);
+            }
+            counters.network_changes += 1;
+            format!("network{c}:{:?}:{}", state.network, state.low_battery)
         }
         _ => return,
     };
@@ -600,7 +631,15 @@ async fn act_with(
     if log_enabled() {
         eprintln!("  device {index} executes: {sql}");
     }
-    match client.execute(&sql) {
+    // Some transactions jump the queue (a delivery confirmation behind photos).
+    let written = if rng.below(10) == 0 {
+        client
+            .write_with_priority(burrow_core::Priority::Critical, |tx| tx.execute_batch(&sql))
+            .map(|(_, r)| r)
+    } else {
+        client.execute(&sql)
+    };
+    match written {
         Ok(r) => {
             d.ops_committed += r.ops_captured;
             report.writes += 1;

@@ -233,7 +233,15 @@ async fn critical_ops_upload_before_bulk_ones_but_never_overtake_what_they_depen
     // The first upload request (5 ops at most) carries the critical work first: the route
     // the dependent shipment references goes along (priority inheritance).
     let mut conn = burrow_client::open::connect(&env.db("a")).unwrap();
-    let batch = burrow_client::outbox::read_batch(&mut conn, &schema(), 5, 1 << 20, None).unwrap();
+    let batch = burrow_client::outbox::read_batch(
+        &mut conn,
+        &schema(),
+        5,
+        1 << 20,
+        burrow_client::network::all_lanes(),
+        None,
+    )
+    .unwrap();
     drop(conn);
     let order: Vec<String> = batch
         .txs
@@ -249,4 +257,53 @@ async fn critical_ops_upload_before_bulk_ones_but_never_overtake_what_they_depen
         rows(&b, "SELECT count(*) AS n FROM routes"),
         vec![serde_json::json!({"n": 21})]
     );
+}
+
+/// Network policy: offline attempts nothing; metered sends the critical lane only (and what it
+/// depends on); unmetered sends the rest.
+#[tokio::test]
+async fn metered_sends_critical_work_only_and_offline_sends_nothing() {
+    use burrow_client::{Network, NetworkState};
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.write_with_priority(burrow_core::Priority::Bulk, |tx| {
+        tx.execute(
+            "INSERT INTO routes(id, day) VALUES ('photo-batch', 'mon')",
+            [],
+        )
+    })
+    .unwrap();
+    a.execute("INSERT INTO routes(id, day) VALUES ('r-normal', 'mon')")
+        .unwrap();
+    a.execute("INSERT INTO shipments(id, status) VALUES ('s1', 'delivered')")
+        .unwrap();
+    let state = |network| NetworkState {
+        network,
+        low_battery: false,
+    };
+    a.set_network(state(Network::Offline));
+    let err = a.sync(&env.transport("ann")).await.unwrap_err();
+    assert!(matches!(err, burrow_client::Error::Offline), "{err}");
+    assert!(err.is_retryable());
+    assert_eq!(a.status().unwrap().pending_ops, 3, "nothing attempted");
+    assert_eq!(a.status().unwrap().last_sync_at, None);
+
+    a.set_network(state(Network::Metered));
+    let r = env.sync(&a).await;
+    assert_eq!(r.ops_acked, 1, "only the critical shipment: {r:?}");
+    let lanes = a.status().unwrap().pending_by_lane;
+    assert_eq!(lanes.get("critical"), None, "{lanes:?}");
+    assert_eq!(lanes.get("bulk"), Some(&1));
+    assert_eq!(lanes.get("normal"), Some(&1));
+    // Low battery on Wi-Fi: normal goes, bulk still waits.
+    a.set_network(NetworkState {
+        network: Network::Unmetered,
+        low_battery: true,
+    });
+    let r = env.sync(&a).await;
+    assert_eq!(r.ops_acked, 1, "{r:?}");
+    a.set_network(state(Network::Unmetered));
+    let r = env.sync(&a).await;
+    assert_eq!(r.ops_acked, 1, "{r:?}");
+    assert_eq!(a.status().unwrap().pending_ops, 0);
 }
