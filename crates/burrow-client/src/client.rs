@@ -128,6 +128,12 @@ pub struct SyncReport {
     pub bytes_down: u64,
     /// The cursor after the sync.
     pub cursor: u64,
+    /// Everything the network policy allows was uploaded and the download reached the head
+    /// (false when [`Client::sync_once`] ran out of time).
+    pub complete: bool,
+    /// Ops still in the outbox afterwards (held back by the network policy or the deadline,
+    /// or acknowledged and waiting for the cursor).
+    pub ops_left: u64,
 }
 
 /// An op the server refused, kept for the app to inspect.
@@ -532,7 +538,37 @@ impl Client {
     /// Uploads every pending op and downloads to the server's head, committing progress as it
     /// goes. On error, what was done stays done and the rest is retried next time.
     pub async fn sync<T: Transport>(&self, transport: &T) -> Result<SyncReport> {
-        let result = self.sync_inner(transport).await;
+        self.sync_until(transport, None).await
+    }
+
+    /// Syncs as much as fits before `deadline_ms` (on the client's clock), for OS background
+    /// windows (iOS BGTask, Android WorkManager): no request starts after the deadline, and
+    /// everything answered so far stays applied. The report says what is left
+    /// (`complete`, `ops_left`); the next call carries on.
+    ///
+    /// ```no_run
+    /// # async fn f(client: &burrow_client::Client, t: &burrow_client::HttpTransport, now_ms: u64)
+    /// # -> burrow_client::Result<()> {
+    /// let report = client.sync_once(t, now_ms + 25_000).await?; // a 30 s BGTask, with margin
+    /// if !report.complete {
+    ///     // schedule another background window; `report.ops_left` ops still wait
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn sync_once<T: Transport>(
+        &self,
+        transport: &T,
+        deadline_ms: u64,
+    ) -> Result<SyncReport> {
+        self.sync_until(transport, Some(deadline_ms)).await
+    }
+
+    async fn sync_until<T: Transport>(
+        &self,
+        transport: &T,
+        deadline_ms: Option<u64>,
+    ) -> Result<SyncReport> {
+        let result = self.sync_inner(transport, deadline_ms).await;
         let mut conn = lock(&self.conn);
         match &result {
             Ok(_) => conn.execute(
@@ -579,7 +615,11 @@ impl Client {
         }
     }
 
-    async fn sync_inner<T: Transport>(&self, transport: &T) -> Result<SyncReport> {
+    async fn sync_inner<T: Transport>(
+        &self,
+        transport: &T,
+        deadline_ms: Option<u64>,
+    ) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let network = self.network();
         let Some(allowed) = self.options.network_policy.allowed_lanes(network) else {
@@ -600,6 +640,12 @@ impl Client {
             let prefetched = prefetch.is_some();
             let (batch, in_flight) = match prefetch.take() {
                 Some(f) => (outbox::Batch::default(), f),
+                None if deadline_ms.is_some_and(|d| self.now_ms() >= d) => {
+                    // Out of time: stop before starting another request.
+                    report.ops_left = self.pending_ops()?;
+                    report.cursor = self.cursor()?.since;
+                    return Ok(report);
+                }
                 None => {
                     let mut conn = lock(&self.conn);
                     let batch = outbox::read_batch(
@@ -664,8 +710,19 @@ impl Client {
                 break;
             }
         }
+        report.complete = true;
+        report.ops_left = self.pending_ops()?;
         report.cursor = self.cursor()?.since;
         Ok(report)
+    }
+
+    /// Ops in the outbox (unanswered, or acknowledged but not yet settled).
+    fn pending_ops(&self) -> Result<u64> {
+        self.with_connection(|c| {
+            Ok(c.query_row("SELECT count(*) FROM _burrow_outbox", [], |r| {
+                r.get::<_, i64>(0)
+            })? as u64)
+        })
     }
 
     /// Whether ops up to `seq` still wait for the server's answer.

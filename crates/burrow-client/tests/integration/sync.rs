@@ -435,3 +435,90 @@ async fn a_sync_finishes_while_the_app_keeps_writing() {
     );
     assert!(a.status().unwrap().last_error.is_none());
 }
+
+/// A clock that moves one second every time it is read: a deadline then lets only a few
+/// requests start.
+#[derive(Debug)]
+struct Ticking(std::sync::atomic::AtomicU64);
+
+impl burrow_core::env::Clock for Ticking {
+    fn now_ms(&self) -> u64 {
+        self.0.fetch_add(1_000, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn sync_once_stops_at_the_deadline_keeps_what_it_did_and_says_what_is_left() {
+    let env = Env::start().await;
+    let clock = std::sync::Arc::new(Ticking(std::sync::atomic::AtomicU64::new(
+        1_800_000_000_000,
+    )));
+    let a = burrow_client::Client::open_with(
+        env.db("a"),
+        &schema(),
+        None,
+        burrow_client::ClientOptions {
+            clock: Some(clock.clone()),
+            upload_ops_max: 100,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..1_000 {
+        a.execute(&format!(
+            "INSERT INTO routes(id, day) VALUES ('r{i:04}', 'mon')"
+        ))
+        .unwrap();
+    }
+    let t = env.transport("ann");
+    // Already past the deadline: nothing is attempted.
+    let now = clock.0.load(std::sync::atomic::Ordering::SeqCst);
+    let r = a.sync_once(&t, now).await.unwrap();
+    assert_eq!(
+        (r.requests, r.complete, r.ops_left),
+        (0, false, 1_000),
+        "{r:?}"
+    );
+    // A short window: a few requests of 100 ops, each applied; the rest is left.
+    let now = clock.0.load(std::sync::atomic::Ordering::SeqCst);
+    let r = a.sync_once(&t, now + 4_000).await.unwrap();
+    assert!(!r.complete, "{r:?}");
+    assert!(r.requests >= 1 && r.ops_acked >= 100, "{r:?}");
+    assert_eq!(r.ops_left, 1_000 - r.ops_acked, "{r:?}");
+    assert_eq!(a.status().unwrap().pending_ops, r.ops_left);
+    // A long window finishes the job.
+    let r = a.sync_once(&t, u64::MAX).await.unwrap();
+    assert!(r.complete, "{r:?}");
+    assert_eq!(r.ops_left, 0);
+    let b = env.client("b");
+    env.sync(&b).await;
+    assert_eq!(
+        rows(&b, "SELECT count(*) AS n FROM routes"),
+        vec![serde_json::json!({"n": 1000})]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_token_keeps_every_op_and_the_next_valid_one_sends_them() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    insert_routes(&a, 50);
+    let expired =
+        burrow_server::auth::mint(&env.secret, "ann", Default::default(), 1_000_000, 60).unwrap();
+    let bad = burrow_client::HttpTransport::new(&env.server.url(), &expired).unwrap();
+    for _ in 0..3 {
+        let err = a.sync(&bad).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                burrow_client::Error::Transport(burrow_client::TransportError::Unauthorized { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(a.status().unwrap().pending_ops, 50, "nothing dropped");
+    }
+    assert!(a.status().unwrap().last_error.is_some());
+    let r = env.sync(&a).await;
+    assert_eq!(r.ops_acked, 50);
+    assert_eq!(a.status().unwrap().last_error, None);
+}
