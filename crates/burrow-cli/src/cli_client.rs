@@ -79,6 +79,11 @@ enum ClientCommand {
         #[arg(long)]
         open: bool,
     },
+    /// Keep the client in sync until interrupted: syncs on writes, polls, backs off after
+    /// failures, waits offline or for a new token; prints a line per sync.
+    Run(crate::run_cmd::RunArgs),
+    /// Like `run`, printing every event as a JSON line (`{"event": "state", …}`).
+    Watch(crate::run_cmd::RunArgs),
     /// List the ops the server refused (quarantined: they block nothing).
     Rejected {
         /// Print as a JSON array.
@@ -155,6 +160,12 @@ fn print_rows(rows: &[serde_json::Map<String, serde_json::Value>]) {
 pub fn run(args: ClientArgs) -> Result<ExitCode> {
     let client = open(&args)?;
     match &args.command {
+        ClientCommand::Run(r) => {
+            return crate::run_cmd::run(client, args.token.as_deref(), r, false);
+        }
+        ClientCommand::Watch(r) => {
+            return crate::run_cmd::run(client, args.token.as_deref(), r, true);
+        }
         ClientCommand::Exec {
             sql,
             json,

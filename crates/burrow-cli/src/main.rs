@@ -7,6 +7,7 @@ mod cli_client;
 mod demo;
 mod duration;
 mod proxy_cmd;
+mod run_cmd;
 mod serve;
 mod workload;
 

@@ -94,6 +94,14 @@ pub struct Client {
     refetch_own: AtomicBool,
     /// What the app last said about the network and battery.
     network: Mutex<crate::network::NetworkState>,
+    /// The background runner's state ([`Client::run`]).
+    run_status: Mutex<crate::runner::RunStatus>,
+    /// Events for the app ([`Client::events`]).
+    events: tokio::sync::broadcast::Sender<crate::runner::SyncEvent>,
+    /// Wakes the runner for a retry (network back, new token).
+    retry_wake: tokio::sync::Notify,
+    /// Wakes the runner after a local write.
+    write_wake: tokio::sync::Notify,
 }
 
 /// What one call to [`Client::execute`] captured.
@@ -230,6 +238,13 @@ pub struct Status {
     pub conflicts: u64,
     /// Manual conflicts waiting for the user ([`Client::conflicts`], [`Client::resolve`]).
     pub open_conflicts: u64,
+    /// What background sync is doing ([`Client::run`]): `idle`, `syncing`, `offline`,
+    /// `backing_off` or `auth_required`.
+    pub state: crate::runner::SyncState,
+    /// When the next attempt is due while backing off (RFC 3339, UTC).
+    pub next_retry_at: Option<String>,
+    /// The network the app last reported.
+    pub network: crate::network::NetworkState,
     /// The last sync error, cleared by a successful sync.
     pub last_error: Option<String>,
     /// Schema version of the database.
@@ -347,6 +362,10 @@ impl Client {
             journal: Mutex::new(journal),
             refetch_own: AtomicBool::new(refetch_own),
             network: Mutex::new(crate::network::NetworkState::default()),
+            run_status: Mutex::new(crate::runner::RunStatus::default()),
+            events: tokio::sync::broadcast::channel(256).0,
+            retry_wake: tokio::sync::Notify::new(),
+            write_wake: tokio::sync::Notify::new(),
         })
     }
 
@@ -428,6 +447,11 @@ impl Client {
             )?;
             // Each captured op made two writes of its own (clock update and outbox insert).
             let rows_changed = all_changes.saturating_sub(2 * ops_captured as u64);
+            if ops_captured > 0 {
+                self.emit(crate::runner::SyncEvent::Written {
+                    ops: ops_captured as u64,
+                });
+            }
             Ok((
                 out,
                 ExecReport {
@@ -466,6 +490,7 @@ impl Client {
         if let Err(e) = lock(&self.journal).append_pending(&mut conn) {
             tracing::warn!(error = %e, "could not append to the op journal; will retry");
         }
+        self.write_wake.notify_one();
         fail::fail_point!("client-write-after-commit", |_| Err(
             crate::error::injected("client-write-after-commit")
         ));
@@ -519,7 +544,36 @@ impl Client {
     /// [`crate::NetworkPolicy`] allows there (critical by default) and downloads in small
     /// pages. Takes effect at the next sync.
     pub fn set_network(&self, state: crate::network::NetworkState) {
-        *lock(&self.network) = state;
+        let was = std::mem::replace(&mut *lock(&self.network), state);
+        if was.network != state.network && state.network != crate::network::Network::Offline {
+            // The network came back (or changed): an immediate attempt.
+            self.retry_now();
+        }
+    }
+
+    pub(crate) fn events_tx(&self) -> &tokio::sync::broadcast::Sender<crate::runner::SyncEvent> {
+        &self.events
+    }
+
+    pub(crate) fn emit(&self, event: crate::runner::SyncEvent) {
+        // No subscriber is fine: events are for whoever listens.
+        let _ = self.events.send(event);
+    }
+
+    pub(crate) fn retry_notify(&self) -> &tokio::sync::Notify {
+        &self.retry_wake
+    }
+
+    pub(crate) fn write_notify(&self) -> &tokio::sync::Notify {
+        &self.write_wake
+    }
+
+    /// Sets the runner's state; whether it changed.
+    pub(crate) fn replace_run_status(&self, new: crate::runner::RunStatus) -> bool {
+        let mut cur = lock(&self.run_status);
+        let changed = cur.state != new.state || cur.next_retry_at_ms != new.next_retry_at_ms;
+        *cur = new;
+        changed
     }
 
     /// What the app last reported (default: unmetered, battery fine).
@@ -926,6 +980,7 @@ impl Client {
             }
         }
         let rejected = Self::rejected_ops_on(&conn)?;
+        let run = *lock(&self.run_status);
         let conflicts: i64 =
             conn.query_row("SELECT count(*) FROM _burrow_lost", [], |r| r.get(0))?;
         let open_conflicts: i64 = conn.query_row(
@@ -943,6 +998,9 @@ impl Client {
             rejected,
             conflicts: conflicts as u64,
             open_conflicts: open_conflicts as u64,
+            state: run.state,
+            next_retry_at: run.next_retry_at_ms.map(rfc3339_ms),
+            network: self.network(),
             last_error,
             schema_version,
             recovery,

@@ -9,12 +9,14 @@ pub mod ddl;
 pub mod error;
 pub mod journal;
 pub mod lanes;
+pub mod live;
 pub mod merged;
 pub mod network;
 pub mod open;
 pub mod outbox;
 pub mod quarantine;
 pub mod recovery;
+pub mod runner;
 pub mod sql_value;
 pub mod transport;
 
@@ -24,4 +26,5 @@ pub use client::{
 pub use error::{Error, Result};
 pub use network::{Network, NetworkPolicy, NetworkState};
 pub use recovery::Recovery;
+pub use runner::{RunOptions, SyncEvent, SyncState, TokenProvider};
 pub use transport::{HttpTransport, TrafficStats, Transport, TransportError};

@@ -27,6 +27,8 @@ pub enum TransportError {
         code: String,
         /// Server's message.
         message: String,
+        /// The server's `Retry-After` (429, 503), in ms, when it sent one.
+        retry_after_ms: Option<u64>,
     },
     /// The response body could not be decoded.
     #[error("undecodable response: {0}")]
@@ -34,6 +36,15 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// Whether the same request may succeed later.
+    /// How long the server asked the client to wait before retrying, if it did.
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        match self {
+            TransportError::Status { retry_after_ms, .. } => *retry_after_ms,
+            _ => None,
+        }
+    }
+
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -51,6 +62,10 @@ pub trait Transport: Send + Sync {
         &self,
         req: v1::SyncRequest,
     ) -> impl Future<Output = Result<(v1::SyncResponse, TrafficStats), TransportError>> + Send;
+
+    /// Replaces the credentials the following requests carry (after a refresh); transports
+    /// without credentials ignore it.
+    fn set_token(&self, _token: &str) {}
 }
 
 /// Bytes moved by one exchange (compressed, as on the wire, excluding HTTP headers).
@@ -79,11 +94,12 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 pub const RESPONSE_DECODED_BYTES_MAX: usize = 256 << 20;
 
 /// `POST {base_url}/v1/sync` with a bearer token.
+/// Clones share the token: [`HttpTransport::set_token`] on one is seen by all.
 #[derive(Debug, Clone)]
 pub struct HttpTransport {
     http: reqwest::Client,
     base_url: String,
-    token: String,
+    token: std::sync::Arc<std::sync::RwLock<String>>,
 }
 
 impl HttpTransport {
@@ -97,12 +113,33 @@ impl HttpTransport {
         Ok(HttpTransport {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
-            token: token.to_string(),
+            token: std::sync::Arc::new(std::sync::RwLock::new(token.to_string())),
         })
+    }
+
+    /// Replaces the bearer token (e.g. after the app refreshed an expired login); the next
+    /// request uses it.
+    pub fn set_token(&self, token: &str) {
+        let mut t = self.token.write().unwrap_or_else(|p| p.into_inner());
+        *t = token.to_string();
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// The current bearer token.
+    pub fn token(&self) -> String {
+        self.token.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
 impl Transport for HttpTransport {
+    fn set_token(&self, token: &str) {
+        HttpTransport::set_token(self, token);
+    }
+
     async fn sync(
         &self,
         req: v1::SyncRequest,
@@ -112,13 +149,23 @@ impl Transport for HttpTransport {
         let resp = self
             .http
             .post(format!("{}/v1/sync", self.base_url))
-            .bearer_auth(&self.token)
+            .bearer_auth(self.token())
             .header("content-type", CONTENT_TYPE)
             .body(body)
             .send()
             .await
             .map_err(|e| TransportError::Network(with_causes(&e)))?;
         let status = resp.status();
+        let retry_after_ms = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                burrow_core::backoff::parse_retry_after(v, now)
+            });
         let bytes = resp
             .bytes()
             .await
@@ -138,6 +185,7 @@ impl Transport for HttpTransport {
                     status: status.as_u16(),
                     code,
                     message,
+                    retry_after_ms,
                 }
             });
         }

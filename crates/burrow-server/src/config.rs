@@ -17,6 +17,8 @@ pub struct Limits {
     pub ops_per_request_max: usize,
     /// Largest changes page (uncompressed estimate) the server returns.
     pub page_bytes_max: usize,
+    /// Most simultaneous `GET /v1/live` connections per user (token `sub`).
+    pub live_connections_per_user_max: usize,
 }
 
 impl Default for Limits {
@@ -26,6 +28,7 @@ impl Default for Limits {
             decoded_bytes_max: 64 << 20,
             ops_per_request_max: 50_000,
             page_bytes_max: 8 << 20,
+            live_connections_per_user_max: 16,
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The HTTP surface: `POST /v1/sync`, `GET /v1/conflicts` and `GET /healthz`. Errors are JSON bodies
-//! `{"code": "...", "message": "..."}` with a status that says what happened.
+//! The HTTP surface: `POST /v1/sync`, `GET /v1/live` (see [`crate::live`]), `GET /v1/conflicts`
+//! and `GET /healthz`. Errors are JSON bodies `{"code": "...", "message": "..."}` with a status
+//! that says what happened.
 
 use crate::auth::{self, AuthError};
 use crate::config::{Limits, ServerConfig};
@@ -25,8 +26,10 @@ pub struct AppState<S: ServerStore> {
     clock: Arc<dyn Clock>,
     env: ResolveEnv,
     secret: Vec<u8>,
-    limits: Limits,
+    pub(crate) limits: Limits,
     store: Arc<S>,
+    /// The committed head for `GET /v1/live` subscribers, and their count per user.
+    pub(crate) live: crate::live::LiveHub,
 }
 
 impl<S: ServerStore> AppState<S> {
@@ -52,6 +55,7 @@ impl<S: ServerStore> AppState<S> {
             secret,
             limits: config.limits,
             store,
+            live: crate::live::LiveHub::new(),
         })
     }
 
@@ -85,7 +89,7 @@ impl ApiError {
         &self.message
     }
 
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -134,6 +138,7 @@ impl From<StoreError> for ApiError {
 pub fn router<S: ServerStore>(state: Arc<AppState<S>>) -> Router {
     Router::new()
         .route("/v1/sync", post(sync::<S>))
+        .route("/v1/live", get(crate::live::live::<S>))
         .route("/v1/conflicts", get(list_conflicts::<S>))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
@@ -368,6 +373,7 @@ pub async fn process_sync<S: ServerStore>(
     if op_count > 0 {
         let ingest = build_ingest(state.clock.now_ms(), &state.env, claims, &mut req);
         let result = state.store.ingest(ingest).await?;
+        state.live.publish(result.head_seq);
         ack_seq = result.head_seq;
         outcomes = result
             .outcomes

@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod live;
 pub mod resolver;
 pub mod store;
 pub mod validate;

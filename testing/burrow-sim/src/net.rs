@@ -320,6 +320,7 @@ impl Net {
                 status: e.status().as_u16(),
                 code: e.code().into(),
                 message: e.message().into(),
+                retry_after_ms: None,
             })
     }
 

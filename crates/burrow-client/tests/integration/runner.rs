@@ -1,0 +1,229 @@
+//! The background runner: syncs on writes, backs off after failures, waits offline and in
+//! `auth_required` with the queue intact, and publishes events.
+
+use crate::harness::*;
+use burrow_client::{
+    Client, HttpTransport, Network, NetworkState, RunOptions, SyncEvent, SyncState,
+};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Runs `client` in the background until the returned sender is dropped or fired.
+fn spawn_runner(
+    client: Arc<Client>,
+    transport: HttpTransport,
+    options: RunOptions,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        client
+            .run(&transport, &options, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    (stop_tx, handle)
+}
+
+/// Waits (at most 10 s) for an event matching `pred`.
+async fn until(
+    events: &mut tokio::sync::broadcast::Receiver<SyncEvent>,
+    pred: impl Fn(&SyncEvent) -> bool,
+) -> SyncEvent {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("event within 10 s")
+}
+
+fn fast() -> RunOptions {
+    RunOptions {
+        poll_interval_ms: 60_000,
+        backoff: burrow_core::backoff::BackoffConfig {
+            base_ms: 50,
+            factor: 2,
+            cap_ms: 400,
+            retry_after_cap_ms: 1_000,
+        },
+        token_provider: None,
+    }
+}
+
+#[tokio::test]
+async fn a_write_is_synced_by_the_runner_without_being_asked() {
+    let env = Env::start().await;
+    let a = Arc::new(env.client("a"));
+    let mut events = a.events();
+    let (stop, handle) = spawn_runner(a.clone(), env.transport("ann"), fast());
+    until(&mut events, |e| matches!(e, SyncEvent::Synced { .. })).await; // the first round
+    a.execute("INSERT INTO routes(id, day) VALUES ('r1', 'mon')")
+        .unwrap();
+    until(&mut events, |e| matches!(e, SyncEvent::Written { ops: 1 })).await;
+    until(
+        &mut events,
+        |e| matches!(e, SyncEvent::Synced { report } if report.ops_acked == 1),
+    )
+    .await;
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+    assert_eq!(a.status().unwrap().state, SyncState::Idle);
+    drop(stop);
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_server_means_backing_off_with_a_next_retry_time_and_no_loss() {
+    let env = Env::start().await;
+    let a = Arc::new(env.client("a"));
+    insert_routes(&a, 10);
+    // Nothing listens on this port.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let transport = HttpTransport::new(&url, &env.token("ann")).unwrap();
+    let mut events = a.events();
+    let (stop, handle) = spawn_runner(a.clone(), transport, fast());
+    let e = until(&mut events, |e| {
+        matches!(
+            e,
+            SyncEvent::State {
+                state: SyncState::BackingOff,
+                ..
+            }
+        )
+    })
+    .await;
+    let SyncEvent::State {
+        next_retry_at_ms: Some(at),
+        ..
+    } = e
+    else {
+        panic!("no retry time: {e:?}")
+    };
+    assert!(at > 0);
+    // It keeps retrying (never gives up): several failures follow.
+    for _ in 0..3 {
+        until(&mut events, |e| {
+            matches!(
+                e,
+                SyncEvent::Failed {
+                    retryable: true,
+                    ..
+                }
+            )
+        })
+        .await;
+    }
+    let st = a.status().unwrap();
+    assert_eq!(st.pending_ops, 10);
+    assert!(st.last_error.is_some());
+    drop(stop);
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_token_waits_in_auth_required_until_a_new_one_then_resumes() {
+    let env = Env::start().await;
+    let a = Arc::new(env.client("a"));
+    insert_routes(&a, 20);
+    let expired =
+        burrow_server::auth::mint(&env.secret, "ann", Default::default(), 1_000_000, 60).unwrap();
+    let transport = HttpTransport::new(&env.server.url(), &expired).unwrap();
+    let mut events = a.events();
+    let (stop, handle) = spawn_runner(a.clone(), transport.clone(), fast());
+    until(&mut events, |e| {
+        matches!(
+            e,
+            SyncEvent::State {
+                state: SyncState::AuthRequired,
+                ..
+            }
+        )
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let st = a.status().unwrap();
+    assert_eq!(st.state, SyncState::AuthRequired);
+    assert_eq!(st.pending_ops, 20, "the queue is intact");
+    // The app signs the user in again.
+    transport.set_token(&env.token("ann"));
+    a.retry_now();
+    until(
+        &mut events,
+        |e| matches!(e, SyncEvent::Synced { report } if report.ops_acked == 20),
+    )
+    .await;
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+    drop(stop);
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_token_provider_is_asked_for_a_fresh_token_on_401() {
+    let env = Env::start().await;
+    let a = Arc::new(env.client("a"));
+    insert_routes(&a, 5);
+    let expired =
+        burrow_server::auth::mint(&env.secret, "ann", Default::default(), 1_000_000, 60).unwrap();
+    let fresh = env.token("ann");
+    let mut options = fast();
+    options.token_provider = Some(Arc::new(move || Some(fresh.clone())));
+    let transport = HttpTransport::new(&env.server.url(), &expired).unwrap();
+    let mut events = a.events();
+    let (stop, handle) = spawn_runner(a.clone(), transport, options);
+    until(
+        &mut events,
+        |e| matches!(e, SyncEvent::Synced { report } if report.ops_acked == 5),
+    )
+    .await;
+    drop(stop);
+    handle.await.unwrap();
+}
+
+#[tokio::test]
+async fn offline_attempts_nothing_and_the_network_coming_back_syncs_at_once() {
+    let env = Env::start().await;
+    let a = Arc::new(env.client("a"));
+    a.set_network(NetworkState {
+        network: Network::Offline,
+        low_battery: false,
+    });
+    insert_routes(&a, 3);
+    let mut events = a.events();
+    let (stop, handle) = spawn_runner(a.clone(), env.transport("ann"), fast());
+    until(&mut events, |e| {
+        matches!(
+            e,
+            SyncEvent::State {
+                state: SyncState::Offline,
+                ..
+            }
+        )
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(a.status().unwrap().pending_ops, 3);
+    assert_eq!(
+        a.status().unwrap().last_sync_at,
+        None,
+        "no attempt while offline"
+    );
+    a.set_network(NetworkState::default());
+    until(
+        &mut events,
+        |e| matches!(e, SyncEvent::Synced { report } if report.ops_acked == 3),
+    )
+    .await;
+    drop(stop);
+    handle.await.unwrap();
+}
