@@ -83,6 +83,9 @@ pub struct RunOptions {
     pub backoff: BackoffConfig,
     /// Asked for a new token after a 401, before waiting in `auth_required`.
     pub token_provider: Option<TokenProvider>,
+    /// Subscribe to live push (`GET /v1/live`) when the transport offers it; polling stays
+    /// the fallback.
+    pub live: bool,
 }
 
 impl std::fmt::Debug for RunOptions {
@@ -91,6 +94,7 @@ impl std::fmt::Debug for RunOptions {
             .field("poll_interval_ms", &self.poll_interval_ms)
             .field("backoff", &self.backoff)
             .field("token_provider", &self.token_provider.is_some())
+            .field("live", &self.live)
             .finish()
     }
 }
@@ -101,6 +105,7 @@ impl Default for RunOptions {
             poll_interval_ms: 30_000,
             backoff: BackoffConfig::default(),
             token_provider: None,
+            live: true,
         }
     }
 }
@@ -118,6 +123,51 @@ enum Woken {
     Retry,
     Work,
     Timer,
+}
+
+/// The live-push connection of a runner, reconnected with its own backoff.
+struct Live {
+    sub: Option<crate::live::LiveSubscriber>,
+    backoff: Backoff,
+    /// The endpoint refused for good (no TLS yet, or a refused token): poll only.
+    disabled: bool,
+}
+
+impl Live {
+    /// Connects when due; failures only delay the next try (polling covers the gap).
+    async fn ensure<T: Transport>(
+        &mut self,
+        client: &Client,
+        transport: &T,
+        options: &RunOptions,
+        rng: &mut SeededRng,
+    ) {
+        if !options.live || self.disabled || self.sub.is_some() {
+            return;
+        }
+        let now = client.now_ms();
+        if !self.backoff.ready(now) {
+            return;
+        }
+        let Some((url, token)) = transport.live_endpoint() else {
+            self.disabled = true;
+            return;
+        };
+        match crate::live::LiveSubscriber::connect(&url, &token).await {
+            Ok(sub) => {
+                self.sub = Some(sub);
+                self.backoff.succeeded();
+            }
+            Err(e) if e.is_retryable() => {
+                self.backoff.failed(now, None, &options.backoff, rng);
+            }
+            Err(crate::live::LiveError::Unauthorized { .. }) => {
+                // The sync path notices the token too; try again after the next sync.
+                self.backoff.failed(now, None, &options.backoff, rng);
+            }
+            Err(_) => self.disabled = true,
+        }
+    }
 }
 
 impl Client {
@@ -156,6 +206,11 @@ impl Client {
         stop: impl Future<Output = ()>,
     ) -> Result<()> {
         let mut backoff = Backoff::new();
+        let mut live = Live {
+            sub: None,
+            backoff: Backoff::new(),
+            disabled: false,
+        };
         let seed = burrow_core::hash::fnv1a64(self.client_id().as_bytes()) ^ self.now_ms();
         let mut rng = SeededRng::new(seed);
         tokio::pin!(stop);
@@ -186,9 +241,20 @@ impl Client {
             match self.sync(transport).await {
                 Ok(report) => {
                     backoff.succeeded();
+                    let cursor = report.cursor;
                     self.emit(SyncEvent::Synced { report });
                     self.set_run_status(SyncState::Idle, None);
-                    if let Woken::Stop = self.wait(&mut stop, poll, true).await {
+                    live.ensure(self, transport, options, &mut rng).await;
+                    let woken = self
+                        .wait_idle(
+                            &mut stop,
+                            poll,
+                            &mut live,
+                            cursor,
+                            (&options.backoff, &mut rng),
+                        )
+                        .await;
+                    if let Woken::Stop = woken {
                         break;
                     }
                 }
@@ -234,6 +300,47 @@ impl Client {
             }
         }
         Ok(())
+    }
+
+    /// Waits, up to date at `cursor`, for a reason to sync: `stop`, a retry request, a local
+    /// write, a live poke announcing changes past `cursor`, or the poll `timeout`. A broken
+    /// live connection is dropped (reconnected after the next sync, with backoff).
+    async fn wait_idle<S: Future<Output = ()>>(
+        &self,
+        stop: &mut std::pin::Pin<&mut S>,
+        timeout: Duration,
+        live: &mut Live,
+        cursor: u64,
+        (backoff, rng): (&BackoffConfig, &mut SeededRng),
+    ) -> Woken {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let poke = async {
+                match live.sub.as_mut() {
+                    Some(sub) => sub.next_head().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = stop.as_mut() => return Woken::Stop,
+                _ = self.retry_notify().notified() => return Woken::Retry,
+                _ = self.write_notify().notified() => return Woken::Work,
+                _ = tokio::time::sleep_until(deadline) => return Woken::Timer,
+                head = poke => match head {
+                    Ok(Some(h)) => {
+                        self.emit(SyncEvent::Poked { head_seq: h });
+                        if h > cursor {
+                            return Woken::Work;
+                        }
+                    }
+                    Ok(None) | Err(_) => {
+                        live.sub = None;
+                        live.backoff.failed(self.now_ms(), None, backoff, rng);
+                        return Woken::Timer; // sync (catch up) and reconnect
+                    }
+                },
+            }
+        }
     }
 
     /// Waits for `stop`, a retry request, (with `work`) a local write, or `timeout`.

@@ -66,6 +66,12 @@ pub trait Transport: Send + Sync {
     /// Replaces the credentials the following requests carry (after a refresh); transports
     /// without credentials ignore it.
     fn set_token(&self, _token: &str) {}
+
+    /// Where live push is served (`(base_url, token)` for [`crate::live::LiveSubscriber`]);
+    /// `None` when this transport has none (the runner then polls).
+    fn live_endpoint(&self) -> Option<(String, String)> {
+        None
+    }
 }
 
 /// Bytes moved by one exchange (compressed, as on the wire, excluding HTTP headers).
@@ -138,6 +144,10 @@ impl HttpTransport {
 impl Transport for HttpTransport {
     fn set_token(&self, token: &str) {
         HttpTransport::set_token(self, token);
+    }
+
+    fn live_endpoint(&self) -> Option<(String, String)> {
+        Some((self.base_url.clone(), self.token()))
     }
 
     async fn sync(

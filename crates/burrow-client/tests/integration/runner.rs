@@ -57,6 +57,7 @@ fn fast() -> RunOptions {
             retry_after_cap_ms: 1_000,
         },
         token_provider: None,
+        live: true,
     }
 }
 
@@ -224,6 +225,39 @@ async fn offline_attempts_nothing_and_the_network_coming_back_syncs_at_once() {
         |e| matches!(e, SyncEvent::Synced { report } if report.ops_acked == 3),
     )
     .await;
+    drop(stop);
+    handle.await.unwrap();
+}
+
+/// Live push end to end through the runner: B learns of A's write from a poke, long before
+/// its poll interval (60 s here).
+#[tokio::test]
+async fn a_running_device_pulls_at_once_when_the_server_pokes() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    let b = Arc::new(env.client("b"));
+    let mut events = b.events();
+    let (stop, handle) = spawn_runner(b.clone(), env.transport("bob"), fast());
+    until(&mut events, |e| matches!(e, SyncEvent::Synced { .. })).await;
+    // Let the subscription settle (its first poke carries the current head).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    a.execute("INSERT INTO routes(id, day) VALUES ('r-live', 'mon')")
+        .unwrap();
+    env.sync(&a).await;
+    until(&mut events, |e| matches!(e, SyncEvent::Poked { .. })).await;
+    until(
+        &mut events,
+        |e| matches!(e, SyncEvent::Synced { report } if report.changes_received >= 1),
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    assert_eq!(
+        rows(&b, "SELECT id FROM routes"),
+        vec![serde_json::json!({"id": "r-live"})]
+    );
+    eprintln!("write on A → row on B through live push: {took:?}");
     drop(stop);
     handle.await.unwrap();
 }
