@@ -50,6 +50,32 @@ fn start_server(data: &Path, schema: &Path) -> (Server, String) {
     (server, format!("http://{listen}"))
 }
 
+/// A server process serving `schema` (written to a file in a new temporary directory) and a
+/// token for user `ann`: `(dir, schema file, server, url, token)`.
+fn serve_schema(
+    schema: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Server,
+    String,
+    String,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("schema.toml");
+    std::fs::write(&path, schema).unwrap();
+    let data = dir.path().join("data");
+    let (server, url) = start_server(&data, &path);
+    let token = stdout(&burrow(&[
+        "token",
+        "--data",
+        data.to_str().unwrap(),
+        "--user",
+        "ann",
+    ]));
+    (dir, path, server, url, token.trim().to_string())
+}
+
 #[test]
 fn quickstart_two_clients_through_a_server_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -244,23 +270,10 @@ fn several_processes_write_the_same_database_without_locked_errors() {
 
 #[test]
 fn manual_conflict_listed_and_resolved_through_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let schema = dir.path().join("schema.toml");
-    std::fs::write(
-        &schema,
+    let (dir, schema, _server, url, token) = serve_schema(
         "version = 1\n[tables.items.columns]\nlabel = { type = \"text\", policy = \"manual\" }\n",
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let (_server, url) = start_server(&data, &schema);
-    let token = stdout(&burrow(&[
-        "token",
-        "--data",
-        data.to_str().unwrap(),
-        "--user",
-        "ann",
-    ]));
-    let token = token.trim();
+    );
+    let token = token.as_str();
     let (a, b, s) = (
         dir.path().join("a.db"),
         dir.path().join("b.db"),
@@ -374,13 +387,9 @@ fn list_open(db: &str) -> serde_json::Value {
 
 #[test]
 fn refused_ops_are_listed_retried_edited_and_discarded_through_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let server_schema = dir.path().join("server.toml");
-    std::fs::write(
-        &server_schema,
-        "version = 1\n[tables.items.columns]\nlabel = \"text\"\n",
-    )
-    .unwrap();
+    let (dir, _, _server, url, token) =
+        serve_schema("version = 1\n[tables.items.columns]\nlabel = \"text\"\n");
+    let token = token.as_str();
     // The app is one version ahead: a column the server does not serve yet.
     let app_schema = dir.path().join("app.toml");
     std::fs::write(
@@ -388,16 +397,6 @@ fn refused_ops_are_listed_retried_edited_and_discarded_through_the_cli() {
         "version = 2\n[tables.items.columns]\nlabel = \"text\"\nnote = \"text\"\n",
     )
     .unwrap();
-    let data = dir.path().join("data");
-    let (_server, url) = start_server(&data, &server_schema);
-    let token = stdout(&burrow(&[
-        "token",
-        "--data",
-        data.to_str().unwrap(),
-        "--user",
-        "ann",
-    ]));
-    let token = token.trim();
     let db = dir.path().join("a.db");
     let (db, s) = (db.to_str().unwrap(), app_schema.to_str().unwrap());
     stdout(&burrow(&[

@@ -4,6 +4,7 @@
 //! [`LiveSubscriber`] only reports heads; pulling (and the fallback to polling when the
 //! socket is unavailable) is the caller's job.
 
+use crate::transport::with_causes;
 use futures_util::StreamExt;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -92,18 +93,6 @@ fn live_url(base_url: &str) -> Result<String, LiveError> {
         )));
     };
     Ok(format!("ws://{rest}/v1/live"))
-}
-
-/// An error with its chain of causes.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
-        cause = c.source();
-    }
-    out
 }
 
 /// The `{"code", "message"}` of a JSON error body, when there is one.

@@ -85,7 +85,7 @@ pub struct TrafficStats {
 
 /// An error with its chain of causes, so a refused connection, a reset and a timeout can be
 /// told apart in `last_error`.
-fn with_causes(e: &dyn std::error::Error) -> String {
+pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {
