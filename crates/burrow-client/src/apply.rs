@@ -136,7 +136,7 @@ fn bind<'a>(row_id: &'a &'a str, values: &'a [SqlParam<'a>]) -> Vec<&'a dyn rusq
 }
 
 /// `UPDATE` of some columns of an existing visible row; returns rows changed (0 or 1).
-fn update_visible(
+pub(crate) fn update_visible(
     tx: &Transaction<'_>,
     table: &Table,
     row_id: &str,
@@ -291,6 +291,11 @@ pub fn apply_change(
     }
     if change.deleted {
         write_tombstone(tx, &change.table, &change.row_id, change.seq)?;
+        if row_mask(tx, &change.table, &change.row_id)?.is_empty() {
+            // The row's life ended: a re-created row starts fresh CRDT documents.
+            tx.prepare_cached("DELETE FROM _burrow_crdt WHERE tbl = ?1 AND row_id = ?2")?
+                .execute(params![change.table, change.row_id])?;
+        }
         if let Some(t) = table {
             delete_visible(tx, t, &change.row_id)?;
         }

@@ -1158,36 +1158,18 @@ impl Client {
             ..entry.clone()
         };
         let close = serde_json::json!({ "status": "resolved", "resolution": value }).to_string();
-        let tname = crate::ddl::q(&table.name);
+        let values: Vec<(&str, &Value)> =
+            assignments.iter().map(|(c, v)| (c.as_str(), v)).collect();
         self.write_local(|tx, _| {
+            // Written with capture on: the choice is an ordinary op of this local transaction.
             if delete {
-                tx.execute(&format!("DELETE FROM {tname} WHERE \"id\" = ?1"), [&entry.row_id])?;
-            } else if let (false, Some((c, v))) = (row_level, assignments.first()) {
+                apply::delete_visible(tx, table, &entry.row_id)?;
+            } else if row_level {
+                apply::upsert_visible(tx, table, &entry.row_id, &values)?;
+            } else {
                 // A field: only where the row still exists here (a resolution never
                 // re-creates a row deleted since).
-                tx.execute(
-                    &format!(
-                        "UPDATE {tname} SET {} = ?2 WHERE \"id\" = ?1",
-                        crate::ddl::q(c)
-                    ),
-                    rusqlite::params![entry.row_id, crate::sql_value::SqlParam(v)],
-                )?;
-            } else if !assignments.is_empty() {
-                let cols: Vec<String> = assignments.iter().map(|(c, _)| crate::ddl::q(c)).collect();
-                let marks: Vec<String> = (0..cols.len()).map(|i| format!("?{}", i + 2)).collect();
-                let updates: Vec<String> =
-                    cols.iter().map(|c| format!("{c} = excluded.{c}")).collect();
-                let sql = format!(
-                    "INSERT INTO {tname} (\"id\", {}) VALUES (?1, {}) ON CONFLICT(\"id\") DO UPDATE SET {}",
-                    cols.join(", "),
-                    marks.join(", "),
-                    updates.join(", ")
-                );
-                let params: Vec<crate::sql_value::SqlParam<'_>> =
-                    assignments.iter().map(|(_, v)| crate::sql_value::SqlParam(v)).collect();
-                let mut all: Vec<&dyn rusqlite::ToSql> = vec![&entry.row_id];
-                all.extend(params.iter().map(|p| p as &dyn rusqlite::ToSql));
-                tx.execute(&sql, all.as_slice())?;
+                apply::update_visible(tx, table, &entry.row_id, &values)?;
             }
             outbox::append_op(
                 tx,

@@ -130,21 +130,30 @@ pub fn convert_pending(
     if !has_crdt(schema) {
         return Ok(());
     }
-    let mut pending: Vec<(i64, String, String, String)> = Vec::new();
+    let mut pending: Vec<(i64, String, String, i64, String)> = Vec::new();
     {
         let mut stmt = tx.prepare_cached(
-            "SELECT seq, tbl, row_id, data FROM _burrow_outbox
+            "SELECT seq, tbl, row_id, kind, data FROM _burrow_outbox
              WHERE ack_seq IS NULL AND staged = 0 AND data IS NOT NULL
                AND (?1 IS NULL OR (tbl = ?1 AND row_id = ?2))
+               AND tbl IN (SELECT value FROM json_each(?3))
              ORDER BY seq",
         )?;
         let (t, r) = row.map_or((None, None), |(t, r)| (Some(t), Some(r)));
-        let mut rows = stmt.query(params![t, r])?;
+        // Only tables with CRDT columns: this runs before every upload batch.
+        let crdt_tables: Vec<&str> = schema
+            .tables
+            .values()
+            .filter(|t| t.columns.iter().any(|c| crdt_kind(&c.policy).is_some()))
+            .map(|t| t.name.as_str())
+            .collect();
+        let tables = serde_json::to_string(&crdt_tables).unwrap_or_default();
+        let mut rows = stmt.query(params![t, r, tables])?;
         while let Some(r) = rows.next()? {
-            pending.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
+            pending.push((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?));
         }
     }
-    for (seq, tname, row_id, data) in pending {
+    for (seq, tname, row_id, op_kind, data) in pending {
         let Some(table) = schema.table(&tname) else {
             continue;
         };
@@ -168,6 +177,14 @@ pub fn convert_pending(
                         col.name
                     ))
                 })?;
+            if op_kind == burrow_core::OpKind::Insert.code() {
+                // An insert starts a new life of the row (the server starts a fresh document
+                // for a row re-created after a delete): never continue an old document.
+                tx.prepare_cached(
+                    "DELETE FROM _burrow_crdt WHERE tbl = ?1 AND row_id = ?2 AND col = ?3",
+                )?
+                .execute(params![tname, row_id, col.name])?;
+            }
             let (mut doc, peer) = doc_or_new(tx, &tname, &row_id, col, kind, Birth::Op(seq))?;
             match doc.set_value(&new_value).map_err(crdt_err)? {
                 Some(update) => {

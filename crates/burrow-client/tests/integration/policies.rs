@@ -956,3 +956,24 @@ async fn resolving_a_field_conflict_never_recreates_a_deleted_row() {
     }
     assert_eq!(a.pending() + b.pending(), 0);
 }
+
+/// A row deleted and created again under the same id starts a fresh text document on every
+/// side: the new text is not diffed against the old life's document.
+#[tokio::test]
+async fn a_text_row_re_created_after_a_delete_starts_a_fresh_document() {
+    let (_env, a, b) =
+        two_drivers("INSERT INTO items(id, notes) VALUES ('i1', 'first life')").await;
+    a.exec_at(100, "DELETE FROM items WHERE id = 'i1'");
+    race_ordered(&a, &b, true).await;
+    a.exec_at(
+        200,
+        "INSERT INTO items(id, notes) VALUES ('i1', 'second life')",
+    );
+    race_ordered(&a, &b, true).await;
+    assert_all(
+        &[&a, &b],
+        "SELECT notes FROM items",
+        &[json!({"notes": "second life"})],
+        "re-created",
+    );
+}
