@@ -102,6 +102,43 @@ pub struct Client {
     retry_wake: tokio::sync::Notify,
     /// Wakes the runner after a local write.
     write_wake: tokio::sync::Notify,
+    /// The upload waiting for the server's answer, if any ([`Status::in_flight`]).
+    in_flight: Mutex<Option<InFlightStatus>>,
+}
+
+/// An upload on its way: what a status screen shows as "sending".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InFlightStatus {
+    /// Ops in the request.
+    pub ops: u64,
+    /// Their approximate uncompressed size.
+    pub bytes: u64,
+    /// Ops per lane (`critical`, `normal`, `bulk`).
+    pub by_lane: std::collections::BTreeMap<String, u64>,
+    /// When the request was sent (RFC 3339, UTC).
+    pub since: String,
+}
+
+impl InFlightStatus {
+    fn of(batch: &outbox::Batch, now_ms: u64) -> InFlightStatus {
+        InFlightStatus {
+            ops: batch.op_count as u64,
+            bytes: batch.bytes as u64,
+            by_lane: batch
+                .by_lane
+                .iter()
+                .map(|(lane, n)| (lane.as_str().to_string(), *n))
+                .collect(),
+            since: rfc3339_ms(now_ms),
+        }
+    }
+}
+
+/// Whether the server answered but refused an upload for now (overloaded, unavailable,
+/// rate-limited, failing): a download may still succeed. Network failures and refused
+/// tokens are not: a download would fail the same way.
+fn upload_refused(e: &crate::transport::TransportError) -> bool {
+    matches!(e, crate::transport::TransportError::Status { status, .. } if *status >= 500 || *status == 429 || *status == 413)
 }
 
 /// What one call to [`Client::execute`] captured.
@@ -226,6 +263,12 @@ pub struct Status {
     pub pending_ops: u64,
     /// Pending ops per lane: `critical`, `normal`, `bulk`.
     pub pending_by_lane: std::collections::BTreeMap<String, u64>,
+    /// Approximate bytes still to upload (captured values, uncompressed).
+    pub pending_bytes: u64,
+    /// Approximate bytes still to upload per lane.
+    pub pending_bytes_by_lane: std::collections::BTreeMap<String, u64>,
+    /// The upload waiting for the server's answer right now, if any.
+    pub in_flight: Option<InFlightStatus>,
     /// Every server change up to this sequence is applied locally.
     pub cursor: u64,
     /// Time of the last complete sync (RFC 3339, UTC), if any.
@@ -366,6 +409,7 @@ impl Client {
             events: tokio::sync::broadcast::channel(256).0,
             retry_wake: tokio::sync::Notify::new(),
             write_wake: tokio::sync::Notify::new(),
+            in_flight: Mutex::new(None),
         })
     }
 
@@ -725,7 +769,23 @@ impl Client {
                     (batch, f)
                 }
             };
-            let (resp, traffic) = in_flight.await?;
+            if batch.op_count > 0 {
+                self.set_in_flight(Some(InFlightStatus::of(&batch, self.now_ms())));
+            }
+            let answer = in_flight.await;
+            if batch.op_count > 0 {
+                self.set_in_flight(None);
+            }
+            let (resp, traffic) = match answer {
+                Ok(answer) => answer,
+                Err(e) if batch.op_count > 0 && upload_refused(&e) => {
+                    // Downloads never wait for uploads: the server answered but refused this
+                    // upload (busy, 503, …); pull what it has before backing off.
+                    self.pull_only(transport, deadline_ms, &mut report).await;
+                    return Err(e.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
             fail::fail_point!("client-sync-before-apply", |_| Err(crate::error::injected(
                 "client-sync-before-apply"
             )));
@@ -768,6 +828,46 @@ impl Client {
         report.ops_left = self.pending_ops()?;
         report.cursor = self.cursor()?.since;
         Ok(report)
+    }
+
+    /// Downloads to the head without uploading (after the server refused an upload), page by
+    /// page, each applied with its cursor. Best effort: a failure ends it quietly, since the
+    /// caller reports the upload's error.
+    async fn pull_only<T: Transport>(
+        &self,
+        transport: &T,
+        deadline_ms: Option<u64>,
+        report: &mut SyncReport,
+    ) {
+        loop {
+            if deadline_ms.is_some_and(|d| self.now_ms() >= d) {
+                return;
+            }
+            let Ok(cursor) = self.cursor() else { return };
+            let req = self.request(&outbox::Batch::default(), cursor);
+            let (resp, traffic) = match transport.sync(req).await {
+                Ok(answer) => answer,
+                Err(e) => {
+                    tracing::debug!(error = %e, "download after a refused upload failed");
+                    return;
+                }
+            };
+            report.requests += 1;
+            report.bytes_up += traffic.bytes_up;
+            report.bytes_down += traffic.bytes_down;
+            let more = resp.more;
+            if let Err(e) = self.apply_response(resp, report) {
+                tracing::warn!(error = %e, "could not apply a download after a refused upload");
+                return;
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    fn set_in_flight(&self, status: Option<InFlightStatus>) {
+        *lock(&self.in_flight) = status;
     }
 
     /// Ops in the outbox (unanswered, or acknowledged but not yet settled).
@@ -963,20 +1063,28 @@ impl Client {
             )?;
         let recovery = Self::recovery_on(&conn)?;
         let mut pending_by_lane = std::collections::BTreeMap::new();
-        let mut pending = 0u64;
+        let mut pending_bytes_by_lane = std::collections::BTreeMap::new();
+        let (mut pending, mut pending_bytes) = (0u64, 0u64);
         {
-            let mut stmt =
-                conn.prepare("SELECT lane, count(*) FROM _burrow_outbox GROUP BY lane")?;
+            // Bytes: what is left to send (acknowledged ops only wait for the cursor).
+            let mut stmt = conn.prepare(
+                "SELECT lane, count(*),
+                        sum(CASE WHEN ack_seq IS NULL
+                            THEN coalesce(length(data), 0) + length(row_id) + length(tbl) + 16
+                            ELSE 0 END)
+                 FROM _burrow_outbox GROUP BY lane",
+            )?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
+                let lane = burrow_core::Priority::from_i64(r.get(0)?)
+                    .as_str()
+                    .to_string();
                 let n = r.get::<_, i64>(1)? as u64;
+                let bytes = r.get::<_, Option<i64>>(2)?.unwrap_or(0) as u64;
                 pending += n;
-                pending_by_lane.insert(
-                    burrow_core::Priority::from_i64(r.get(0)?)
-                        .as_str()
-                        .to_string(),
-                    n,
-                );
+                pending_bytes += bytes;
+                pending_by_lane.insert(lane.clone(), n);
+                pending_bytes_by_lane.insert(lane, bytes);
             }
         }
         let rejected = Self::rejected_ops_on(&conn)?;
@@ -992,6 +1100,9 @@ impl Client {
             client_id: self.client_id.clone(),
             pending_ops: pending,
             pending_by_lane,
+            pending_bytes,
+            pending_bytes_by_lane,
+            in_flight: lock(&self.in_flight).clone(),
             cursor: since as u64,
             last_sync_at: last_sync.map(|ms| rfc3339_ms(ms as u64)),
             rejected_ops: rejected.len() as u64,

@@ -21,7 +21,8 @@ pub mod sql_value;
 pub mod transport;
 
 pub use client::{
-    Client, ClientOptions, ExecReport, LostWrite, RejectedOp, Resolution, Status, SyncReport,
+    Client, ClientOptions, ExecReport, InFlightStatus, LostWrite, RejectedOp, Resolution, Status,
+    SyncReport,
 };
 pub use error::{Error, Result};
 pub use network::{Network, NetworkPolicy, NetworkState};

@@ -43,6 +43,10 @@ pub struct Batch {
     pub txs: Vec<UploadTx>,
     /// Total ops.
     pub op_count: usize,
+    /// Approximate uncompressed size of the ops.
+    pub bytes: usize,
+    /// Ops per lane.
+    pub by_lane: std::collections::BTreeMap<burrow_core::Priority, u64>,
     /// The first op that cannot be sent; when set, `txs` is empty and the caller rejects the
     /// op's whole local transaction before reading again.
     pub unsendable: Option<Unsendable>,
@@ -183,7 +187,7 @@ impl Accumulator {
 
     /// Adds the next op; sets `full` (and takes nothing) once the batch is complete: whole
     /// transactions up to the limits, or a part of a transaction too large for one request.
-    fn push(&mut self, op: Op) {
+    fn push(&mut self, op: Op, lane: burrow_core::Priority) {
         if self.current.as_ref().is_some_and(|(t, _)| t.tx != op.tx) {
             if let Some((done, _)) = self.current.take() {
                 self.batch.txs.push(done);
@@ -206,6 +210,8 @@ impl Accumulator {
         let size = op.approx_size();
         self.total_bytes += size;
         self.batch.op_count += 1;
+        self.batch.bytes += size;
+        *self.batch.by_lane.entry(lane).or_default() += 1;
         let (part, part_bytes) = self.current.get_or_insert_with(|| {
             (
                 UploadTx {
@@ -257,7 +263,7 @@ fn feed(
                 }));
             }
         };
-        acc.push(op);
+        acc.push(op, burrow_core::Priority::from_i64(r.get(8)?));
         if acc.full {
             break;
         }
@@ -373,7 +379,7 @@ pub fn read_batch(
         // One lane: outbox order, streamed.
         None => {
             let mut stmt = tx.prepare_cached(
-                "SELECT seq, tx, tbl, row_id, kind, data, hlc, base_seq FROM _burrow_outbox
+                "SELECT seq, tx, tbl, row_id, kind, data, hlc, base_seq, lane FROM _burrow_outbox
                  WHERE ack_seq IS NULL AND staged = 0 ORDER BY seq",
             )?;
             let mut rows = stmt.query([])?;
@@ -382,7 +388,7 @@ pub fn read_batch(
         // Several lanes: whole transactions in lane order (see `lanes`).
         Some(order) => {
             let mut stmt = tx.prepare_cached(
-                "SELECT seq, tx, tbl, row_id, kind, data, hlc, base_seq FROM _burrow_outbox
+                "SELECT seq, tx, tbl, row_id, kind, data, hlc, base_seq, lane FROM _burrow_outbox
                  WHERE tx = ?1 AND ack_seq IS NULL AND staged = 0 ORDER BY seq",
             )?;
             let mut found = None;

@@ -36,7 +36,6 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// Whether the same request may succeed later.
     /// How long the server asked the client to wait before retrying, if it did.
     pub fn retry_after_ms(&self) -> Option<u64> {
         match self {

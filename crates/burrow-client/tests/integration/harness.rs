@@ -114,6 +114,9 @@ pub enum Fault {
     OfflineAfter(usize),
     /// Uploads are held back (removed from requests): only downloads go through.
     HoldUploads,
+    /// Every request carrying uploads is refused with 503 and `Retry-After: 30`, as an
+    /// overloaded server's ingest would; download-only requests go through.
+    RefuseUploads,
 }
 
 /// Forwards to HTTP with one injected fault.
@@ -144,6 +147,14 @@ impl Transport for Faulty {
                 return Err(TransportError::Network("offline".into()));
             }
             Fault::HoldUploads => req.upload.clear(),
+            Fault::RefuseUploads if !req.upload.is_empty() => {
+                return Err(TransportError::Status {
+                    status: 503,
+                    code: "unavailable".into(),
+                    message: "ingest is overloaded".into(),
+                    retry_after_ms: Some(30_000),
+                });
+            }
             _ => {}
         }
         let out = self.inner.sync(req).await?;

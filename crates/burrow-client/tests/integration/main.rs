@@ -6,6 +6,7 @@ mod bad_input;
 mod capture;
 mod conflicts;
 mod corruption;
+mod downloads;
 mod harness;
 mod live;
 mod migration;

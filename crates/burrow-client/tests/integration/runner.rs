@@ -3,8 +3,10 @@
 
 use crate::harness::*;
 use burrow_client::{
-    Client, HttpTransport, Network, NetworkState, RunOptions, SyncEvent, SyncState,
+    Client, HttpTransport, Network, NetworkState, RunOptions, SyncEvent, SyncState, Transport,
+    TransportError,
 };
+use burrow_server::store::ServerStore;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -260,4 +262,165 @@ async fn a_running_device_pulls_at_once_when_the_server_pokes() {
     eprintln!("write on A → row on B through live push: {took:?}");
     drop(stop);
     handle.await.unwrap();
+}
+
+/// The real server's sync handler called in-process (no sockets), so the test can run on
+/// tokio's paused clock: an hour passes in milliseconds.
+struct InProcess {
+    state: Arc<burrow_server::http::AppState<burrow_server::store::SqliteServerStore>>,
+    token: std::sync::Mutex<String>,
+    attempts: std::sync::atomic::AtomicUsize,
+}
+
+impl Transport for InProcess {
+    async fn sync(
+        &self,
+        req: burrow_proto::v1::SyncRequest,
+    ) -> Result<(burrow_proto::v1::SyncResponse, burrow_client::TrafficStats), TransportError> {
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let header = format!("Bearer {}", self.token.lock().unwrap());
+        let claims =
+            burrow_server::http::authenticate(&self.state, Some(&header)).map_err(|e| {
+                TransportError::Unauthorized {
+                    code: e.code().into(),
+                    message: e.message().into(),
+                }
+            })?;
+        let body = burrow_proto::encode_frame(&req).unwrap();
+        let answer = burrow_server::http::process_sync(&self.state, &claims, &body)
+            .await
+            .map_err(|e| TransportError::Status {
+                status: e.status().as_u16(),
+                code: e.code().into(),
+                message: e.message().into(),
+                retry_after_ms: None,
+            })?;
+        let resp = burrow_proto::decode_frame(&answer, 1 << 28).unwrap();
+        Ok((resp, burrow_client::TrafficStats::default()))
+    }
+
+    fn set_token(&self, token: &str) {
+        *self.token.lock().unwrap() = token.to_string();
+    }
+}
+
+/// Device time that follows tokio's (paused) clock.
+#[derive(Debug)]
+struct TokioClock {
+    base_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl burrow_core::env::Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.base_ms + self.start.elapsed().as_millis() as u64
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_401_for_an_hour_of_simulated_time_keeps_every_op_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = b"hour-test-secret".to_vec();
+    let mut config = burrow_server::ServerConfig::new(dir.path().join("server"), schema());
+    config.secret = Some(secret.clone());
+    std::fs::create_dir_all(dir.path().join("server")).unwrap();
+    let store = burrow_server::store::SqliteServerStore::open(&dir.path().join("server/burrow.db"))
+        .unwrap();
+    let state = Arc::new(burrow_server::http::AppState::new(config, Arc::new(store)).unwrap());
+    let expired =
+        burrow_server::auth::mint(&secret, "ann", Default::default(), 1_000_000, 60).unwrap();
+    let transport = Arc::new(InProcess {
+        state: state.clone(),
+        token: std::sync::Mutex::new(expired),
+        attempts: Default::default(),
+    });
+    let clock = Arc::new(TokioClock {
+        base_ms: 1_790_000_000_000,
+        start: tokio::time::Instant::now(),
+    });
+    let options = burrow_client::ClientOptions {
+        clock: Some(clock),
+        ..Default::default()
+    };
+    let a = Arc::new(Client::open_with(dir.path().join("a.db"), &schema(), None, options).unwrap());
+    insert_routes(&a, 1);
+    let mut events = a.events();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let runner = {
+        let (a, transport) = (a.clone(), transport.clone());
+        tokio::spawn(async move {
+            a.run(&*transport, &fast(), async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+        })
+    };
+    until(&mut events, |e| {
+        matches!(
+            e,
+            SyncEvent::State {
+                state: SyncState::AuthRequired,
+                ..
+            }
+        )
+    })
+    .await;
+    let attempts_before = transport.attempts.load(std::sync::atomic::Ordering::SeqCst);
+
+    // An hour of field work: a write a minute, no valid token.
+    let started = tokio::time::Instant::now();
+    for i in 1..=60 {
+        a.execute(&format!(
+            "INSERT INTO routes(id, day) VALUES ('h{i:02}', 'mon')"
+        ))
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let st = a.status().unwrap();
+        assert_eq!(st.state, SyncState::AuthRequired, "after {i} min");
+        assert_eq!(st.pending_ops, 1 + i, "every op is kept after {i} min");
+        assert_eq!(st.rejected_ops, 0);
+    }
+    assert!(started.elapsed() >= Duration::from_secs(3600));
+    // No attempt hammered the server with the refused token meanwhile.
+    assert_eq!(
+        transport.attempts.load(std::sync::atomic::Ordering::SeqCst),
+        attempts_before
+    );
+
+    // The user signs in again: everything goes.
+    let fresh = burrow_server::auth::mint(
+        &secret,
+        "ann",
+        Default::default(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        3600,
+    )
+    .unwrap();
+    transport.set_token(&fresh);
+    a.retry_now();
+    until(
+        &mut events,
+        |e| matches!(e, SyncEvent::Synced { report } if report.ops_left == 0),
+    )
+    .await;
+    until(&mut events, |e| {
+        matches!(
+            e,
+            SyncEvent::State {
+                state: SyncState::Idle,
+                ..
+            }
+        )
+    })
+    .await;
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+    let head = state.store().head_seq().await.unwrap();
+    assert_eq!(head, 61, "all 61 writes reached the server");
+    drop(stop_tx);
+    runner.await.unwrap();
 }
