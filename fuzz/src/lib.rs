@@ -13,6 +13,9 @@ use std::collections::HashMap;
 /// the code path is the same).
 pub const MAX_DECODED: usize = 1 << 20;
 
+/// The worked example's schema, which the sync-rules target checks rules against.
+pub const EXAMPLE_SCHEMA: &str = include_str!("../../examples/delivery/schema.toml");
+
 /// The demo's delivery schema: the server serves it in the quickstart.
 pub const DELIVERY_SCHEMA: &str = include_str!("../../crates/burrow-cli/assets/delivery.toml");
 
@@ -35,7 +38,7 @@ ref = { type = "text", references = "t" }
 
 /// The names of the fuzz targets, which are also the directory names under `corpus-seed/` and
 /// `regressions/`.
-pub const TARGETS: [&str; 3] = ["sync_request", "schema_file", "batch_validator"];
+pub const TARGETS: [&str; 4] = ["sync_request", "schema_file", "batch_validator", "sync_rules"];
 
 /// Runs the check of target `name` on `data`. Returns false for an unknown target.
 pub fn run_target(name: &str, data: &[u8]) -> bool {
@@ -43,6 +46,7 @@ pub fn run_target(name: &str, data: &[u8]) -> bool {
         "sync_request" => sync_request(data),
         "schema_file" => schema_file(data),
         "batch_validator" => batch_validator(data),
+        "sync_rules" => sync_rules(data),
         _ => return false,
     }
     true
@@ -292,4 +296,53 @@ fn validate_against(schema: &Schema, mut req: v1::SyncRequest) {
             }
         }
     }
+}
+
+/// Sync rules (`burrow.toml`): parsing and type-checking arbitrary text never panics; rules
+/// that parse evaluate on sample rows, claims and subscriptions without panicking, and a
+/// row's buckets are computed the same way twice.
+pub fn sync_rules(data: &[u8]) {
+    use burrow_core::ClaimSet;
+    use burrow_core::rules::{Action, EvalContext, MemoryLookup, Subscription, SyncRules};
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(schema) = Schema::from_toml_str(EXAMPLE_SCHEMA) else {
+        panic!("the example schema does not parse");
+    };
+    let Ok(rules) = SyncRules::parse(text, &schema) else {
+        return;
+    };
+    let mut lookup = MemoryLookup::new()
+        .with_row("routes", &[("id", Value::Text("r1".into())), ("driver_id", Value::Text("ann".into())), ("day", Value::Text("2026-11-26".into()))])
+        .with_row("jobs", &[("id", Value::Text("j1".into())), ("technician_id", Value::Text("ann".into()))]);
+    let claims = ClaimSet::new().with("sub", "ann").with("role", "driver").with("zones", "1");
+    let ctx = EvalContext { claims: &claims, now_ms: 1_790_000_000_000 };
+    let row = |c: &str| -> Option<Value> {
+        match c {
+            "id" => Some(Value::Text("s1".into())),
+            "route_id" => Some(Value::Text("r1".into())),
+            "status" => Some(Value::Text("planned".into())),
+            "zone" => Some(Value::Integer(1)),
+            _ => None,
+        }
+    };
+    for table in schema.tables.keys() {
+        let a = rules.row_buckets(table, &row);
+        let b = rules.row_buckets(table, &row);
+        assert_eq!(a, b, "row buckets are not deterministic");
+        let _ = rules.check_write(&ctx, table, Action::Update, &["status"], Some(&row), Some(&row), &mut lookup);
+    }
+    let subs: Vec<Subscription> = rules
+        .streams()
+        .map(|s| Subscription {
+            stream: s.name().to_string(),
+            params: s.params().keys().map(|k| (k.clone(), Value::Text("j1".into()))).collect(),
+        })
+        .collect();
+    for s in &subs {
+        let _ = rules.check_subscription(&ctx, s, &mut lookup);
+    }
+    let _ = rules.grants(&ctx, &subs, &mut lookup);
+    let _ = rules.lookup_indexes();
 }

@@ -53,6 +53,38 @@ enum Which {
         #[arg(long, default_value_t = 10_000)]
         ops: usize,
     },
+    /// Propagation latency with live push: a write on device A until it is visible in
+    /// device B's SQLite, with B and idle live subscribers connected (p50/p99 per count).
+    Live {
+        /// Live clients per run (comma-separated): B plus idle subscribers.
+        #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+        clients: Vec<usize>,
+        /// Measured writes per run.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
+    /// Sync over a simulated EDGE link (through the fault proxy): draining an offline queue,
+    /// and a critical op behind bulk uploads.
+    Edge {
+        /// Normal-lane ops queued offline.
+        #[arg(long, default_value_t = 1_000)]
+        ops: usize,
+        /// Bulk "photo" rows queued ahead of the critical op.
+        #[arg(long, default_value_t = 200)]
+        bulk: usize,
+        /// Bytes per bulk row.
+        #[arg(long, default_value_t = 2_048)]
+        bulk_bytes: usize,
+        /// Link profile (`edge`, or e.g. `edge:latency=50ms`; see `burrow proxy`).
+        #[arg(long, default_value = "edge")]
+        profile: String,
+        /// The device's upload request size limit in bytes (default: the library's).
+        #[arg(long)]
+        upload_bytes_max: Option<usize>,
+        /// Seed of the proxy's random choices.
+        #[arg(long, default_value_t = 5)]
+        seed: u64,
+    },
 }
 
 /// The median of `xs` (NaN when empty).
@@ -300,6 +332,27 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             Which::Push { edits } => push(edits, reps, args.json).await,
             Which::Policies { batch, rows, ops } => {
                 crate::bench_policies::run(batch, rows, ops, reps, args.json).await
+            }
+            Which::Live { clients, samples } => {
+                crate::bench_live::run(&clients, samples, reps, args.json).await
+            }
+            Which::Edge {
+                ops,
+                bulk,
+                bulk_bytes,
+                profile,
+                upload_bytes_max,
+                seed,
+            } => {
+                let options = crate::bench_edge::EdgeOptions {
+                    ops,
+                    bulk,
+                    bulk_bytes,
+                    profile: profile.parse()?,
+                    upload_bytes_max,
+                    seed,
+                };
+                crate::bench_edge::run(&options, reps, args.json).await
             }
         }
     })?;

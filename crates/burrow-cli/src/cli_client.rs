@@ -84,6 +84,27 @@ enum ClientCommand {
     Run(crate::run_cmd::RunArgs),
     /// Like `run`, printing every event as a JSON line (`{"event": "state", …}`).
     Watch(crate::run_cmd::RunArgs),
+    /// Subscribe to a parameterised stream of the server's sync rules, e.g.
+    /// `subscribe job_manuals job_id=j42` (sent with the next sync).
+    Subscribe {
+        /// The stream's name.
+        stream: String,
+        /// Parameters as NAME=VALUE (a JSON number or boolean, else text).
+        params: Vec<String>,
+    },
+    /// Drop a subscription (its rows leave the device at the next sync).
+    Unsubscribe {
+        /// The stream's name.
+        stream: String,
+        /// Parameters as NAME=VALUE, as subscribed.
+        params: Vec<String>,
+    },
+    /// List the subscriptions with the server's verdict (`pending`, `active`, `refused`).
+    Subscriptions {
+        /// Print as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the ops the server refused (quarantined: they block nothing).
     Rejected {
         /// Print as a JSON array.
@@ -318,6 +339,31 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
             let new_seq = client.retry_rejected(*seq, data)?;
             println!("op {seq} queued again as op {new_seq} (sync to send it)");
         }
+        ClientCommand::Subscribe { stream, params } => {
+            client.subscribe(stream, parse_params(params)?)?;
+            println!("subscribed to {stream} (sync to send it)");
+        }
+        ClientCommand::Unsubscribe { stream, params } => {
+            if client.unsubscribe(stream, parse_params(params)?)? {
+                println!("unsubscribed from {stream} (sync to remove its rows)");
+            } else {
+                anyhow::bail!("no such subscription to {stream}");
+            }
+        }
+        ClientCommand::Subscriptions { json } => {
+            let subs = client.subscriptions()?;
+            if *json {
+                println!("{}", serde_json::to_string(&subs)?);
+            } else {
+                for s in &subs {
+                    let params = serde_json::Value::Object(s.params.clone());
+                    match &s.reason {
+                        Some(reason) => println!("{} {params} {}: {reason}", s.stream, s.status),
+                        None => println!("{} {params} {}", s.stream, s.status),
+                    }
+                }
+            }
+        }
         ClientCommand::Discard { seq } => {
             client.discard_rejected(*seq)?;
             println!("op {seq} discarded");
@@ -386,4 +432,20 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `NAME=VALUE` pairs as subscription parameters: a JSON number or boolean, else text.
+fn parse_params(pairs: &[String]) -> Result<serde_json::Map<String, serde_json::Value>> {
+    let mut out = serde_json::Map::new();
+    for p in pairs {
+        let (k, v) = p
+            .split_once('=')
+            .with_context(|| format!("parameter {p:?} is not NAME=VALUE"))?;
+        let value = match serde_json::from_str::<serde_json::Value>(v) {
+            Ok(n @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_))) => n,
+            _ => serde_json::Value::String(v.to_string()),
+        };
+        out.insert(k.to_string(), value);
+    }
+    Ok(out)
 }

@@ -2,6 +2,8 @@
 //! demo and benchmarks.
 
 mod bench;
+mod bench_edge;
+mod bench_live;
 mod bench_policies;
 mod cli_client;
 mod demo;
@@ -43,7 +45,7 @@ enum Command {
     /// Run a fleet of devices through offline edits and conflicts against an embedded server,
     /// and check that nothing is lost and everyone converges.
     Demo(demo::DemoArgs),
-    /// Measure sync figures (initial sync, push).
+    /// Measure sync figures (initial sync, push, policies, live latency, EDGE).
     Bench(bench::BenchArgs),
     /// Run a fault-injecting TCP proxy (latency, bandwidth caps, drops, stalls, outages) in
     /// front of a server.

@@ -3,10 +3,10 @@
 use crate::duration::parse_secs;
 use anyhow::{Context, Result};
 use burrow_core::Schema;
-use burrow_server::{ServerConfig, config::load_or_create_secret};
+use burrow_server::{AuthConfig, ConfigFile, ServerConfig, config::load_or_create_secret};
 use clap::Args;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Arguments of `burrow serve`.
@@ -24,6 +24,9 @@ pub struct ServeArgs {
     /// HS256 secret; by default one is generated into DATA/secret on first start.
     #[arg(long, env = "BURROW_SECRET", hide_env_values = true)]
     secret: Option<String>,
+    /// Config file (TOML): its [auth] and [limits] sections (docs/security.md).
+    #[arg(long, value_name = "FILE", env = "BURROW_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 /// Arguments of `burrow token`.
@@ -51,10 +54,24 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
     let schema = Schema::from_file(&args.schema)?;
     let mut config = ServerConfig::new(args.data.clone(), schema);
     config.secret = args.secret.map(String::into_bytes);
+    if let Some(path) = &args.config {
+        let context = || format!("config file {}", path.display());
+        let text = std::fs::read_to_string(path).with_context(context)?;
+        let file = ConfigFile::parse(&text, path.parent().unwrap_or(Path::new("")))
+            .with_context(context)?;
+        file.apply(&mut config).with_context(context)?;
+        // A bad rule stops the server with a message naming the rule and the position.
+        let rules = burrow_core::rules::SyncRules::parse(&text, &config.schema)
+            .with_context(context)?;
+        if !rules.is_empty() {
+            config.rules = Some(std::sync::Arc::new(rules));
+        }
+    }
+    let auth = describe_auth(&config.auth);
     crate::runtime()?.block_on(async move {
         let server = burrow_server::spawn(config, &args.listen).await?;
         eprintln!(
-            "burrow server listening on {} (data in {})",
+            "burrow server listening on {} (data in {}; tokens: {auth})",
             server.url(),
             args.data.display()
         );
@@ -63,6 +80,24 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
         server.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Which tokens the server accepts, for the start-up line.
+fn describe_auth(auth: &AuthConfig) -> String {
+    let mut out = match &auth.jwks_file {
+        Some(path) if auth.allow_hs256 => {
+            format!("RS256/ES256 from {} and HS256 dev tokens", path.display())
+        }
+        Some(path) => format!("RS256/ES256 from {}", path.display()),
+        None => "HS256 dev tokens".to_string(),
+    };
+    if let Some(aud) = &auth.audience {
+        out.push_str(&format!(", aud {aud}"));
+    }
+    if let Some(iss) = &auth.issuer {
+        out.push_str(&format!(", iss {iss}"));
+    }
+    out
 }
 
 async fn shutdown_signal() {

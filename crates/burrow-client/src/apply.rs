@@ -285,6 +285,18 @@ pub fn apply_change(
         return store_conflict_record(tx, change);
     }
     let table = schema.table(&change.table);
+    if change.evicted {
+        // The row left this user's scope: forget it (no tombstone: it may come back), keep
+        // pending ops on it (they upload, or come back rejected with the reason).
+        tx.prepare_cached("DELETE FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2")?
+            .execute(params![change.table, change.row_id])?;
+        tx.prepare_cached("DELETE FROM _burrow_crdt WHERE tbl = ?1 AND row_id = ?2")?
+            .execute(params![change.table, change.row_id])?;
+        if let Some(t) = table {
+            delete_visible(tx, t, &change.row_id)?;
+        }
+        return Ok(());
+    }
     let shadow = read_shadow(tx, &change.table, &change.row_id)?;
     if shadow.as_ref().is_some_and(|s| s.seq > change.seq) {
         return Ok(()); // older than what this device already holds
@@ -476,6 +488,19 @@ pub struct OwnResult {
     pub merged: bool,
 }
 
+/// Whether the app table holds the row.
+fn row_visible(tx: &Transaction<'_>, schema: &Schema, table: &str, row_id: &str) -> Result<bool> {
+    let Some(t) = schema.table(table) else {
+        return Ok(false);
+    };
+    Ok(tx
+        .prepare_cached(&format!(
+            "SELECT EXISTS(SELECT 1 FROM {} WHERE \"id\" = ?1)",
+            crate::ddl::q(&t.name)
+        ))?
+        .query_row([row_id], |r| r.get(0))?)
+}
+
 /// Records in the shadow the values an op made on the server: its columns except `lost`, at
 /// sequence `change_seq` (never over a newer field). A delete leaves a tombstone.
 /// Returns `None` when the op is no longer in the outbox (or was only staged).
@@ -521,6 +546,13 @@ pub fn record_own_result(
         return Ok(Some(own));
     }
     if change_seq == 0 {
+        return Ok(Some(own));
+    }
+    if shadow.is_none()
+        && kind == burrow_core::OpKind::Update.code()
+        && !row_visible(tx, schema, &own.table, &own.row_id)?
+    {
+        // An edit of a row that left this device's scope: applied on the server, not held here.
         return Ok(Some(own));
     }
     if shadow

@@ -685,7 +685,31 @@ impl Client {
         result
     }
 
-    fn request(&self, batch: &outbox::Batch, cursor: Cursor) -> v1::SyncRequest {
+    /// The stored cursor as the wire carries it (with the selective-sync position).
+    fn wire_cursor(&self) -> Result<v1::Cursor> {
+        let conn = lock(&self.conn);
+        Ok(conn.query_row(
+            "SELECT l.cursor_since, l.cursor_after, s.scope, s.catchup_after, s.catchup_target
+             FROM _burrow_local l, _burrow_scope s WHERE l.id = 1 AND s.id = 1",
+            [],
+            |r| {
+                Ok(v1::Cursor {
+                    since: r.get::<_, i64>(0)? as u64,
+                    after: r.get::<_, i64>(1)? as u64,
+                    scope: r.get::<_, i64>(2)? as u64,
+                    catchup_after: r.get::<_, i64>(3)? as u64,
+                    catchup_target: r.get::<_, i64>(4)? as u64,
+                })
+            },
+        )?)
+    }
+
+    fn request(
+        &self,
+        batch: &outbox::Batch,
+        cursor: v1::Cursor,
+        subscriptions: &[v1::Subscription],
+    ) -> v1::SyncRequest {
         v1::SyncRequest {
             protocol_version: PROTOCOL_VERSION,
             schema_version: self.schema.version,
@@ -700,10 +724,8 @@ impl Client {
                     more_parts: t.more_parts,
                 })
                 .collect(),
-            cursor: Some(v1::Cursor {
-                since: cursor.since,
-                after: cursor.after,
-            }),
+            cursor: Some(cursor),
+            subscriptions: subscriptions.to_vec(),
             page_bytes_max: self
                 .options
                 .network_policy
@@ -725,6 +747,8 @@ impl Client {
         };
         // A sync owes the server every op queued when it started; writes made meanwhile go
         // along while it runs but do not keep it running (the app may write forever).
+        // The subscriptions this sync asks for (verdicts are recorded for these only).
+        let subs = self.wire_subscriptions();
         let owed_through = self.with_connection(|c| {
             Ok(c.query_row(
                 "SELECT coalesce(max(seq), 0) FROM _burrow_outbox",
@@ -764,7 +788,7 @@ impl Client {
                         continue;
                     }
                     drop(conn);
-                    let req = self.request(&batch, self.cursor()?);
+                    let req = self.request(&batch, self.wire_cursor()?, &subs);
                     let f: InFlight<'_> = Box::pin(transport.sync(req));
                     (batch, f)
                 }
@@ -781,7 +805,7 @@ impl Client {
                 Err(e) if batch.op_count > 0 && upload_refused(&e) => {
                     // Downloads never wait for uploads: the server answered but refused this
                     // upload (busy, 503, …); pull what it has before backing off.
-                    self.pull_only(transport, deadline_ms, &mut report).await;
+                    self.pull_only(transport, deadline_ms, &mut report, &subs).await;
                     return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),
@@ -795,13 +819,7 @@ impl Client {
             report.bytes_down += traffic.bytes_down;
             let more = resp.more;
             if let (true, Some(c)) = (more, resp.cursor) {
-                let next = self.request(
-                    &outbox::Batch::default(),
-                    Cursor {
-                        since: c.since,
-                        after: c.after,
-                    },
-                );
+                let next = self.request(&outbox::Batch::default(), c, &subs);
                 let mut f: InFlight<'_> = Box::pin(transport.sync(next));
                 // Poll once so the request is on its way while this page is applied.
                 let early =
@@ -811,7 +829,7 @@ impl Client {
                     std::task::Poll::Pending => f,
                 });
             }
-            let answered = self.apply_response(resp, &mut report)?;
+            let answered = self.apply_response(resp, &mut report, &subs)?;
             if batch.op_count > 0 && answered == 0 {
                 return Err(Error::Protocol(
                     "the server answered none of the uploaded ops".into(),
@@ -838,13 +856,16 @@ impl Client {
         transport: &T,
         deadline_ms: Option<u64>,
         report: &mut SyncReport,
+        subs: &[v1::Subscription],
     ) {
         loop {
             if deadline_ms.is_some_and(|d| self.now_ms() >= d) {
                 return;
             }
-            let Ok(cursor) = self.cursor() else { return };
-            let req = self.request(&outbox::Batch::default(), cursor);
+            let Ok(cursor) = self.wire_cursor() else {
+                return;
+            };
+            let req = self.request(&outbox::Batch::default(), cursor, &subs);
             let (resp, traffic) = match transport.sync(req).await {
                 Ok(answer) => answer,
                 Err(e) => {
@@ -856,7 +877,7 @@ impl Client {
             report.bytes_up += traffic.bytes_up;
             report.bytes_down += traffic.bytes_down;
             let more = resp.more;
-            if let Err(e) = self.apply_response(resp, report) {
+            if let Err(e) = self.apply_response(resp, report, &subs) {
                 tracing::warn!(error = %e, "could not apply a download after a refused upload");
                 return;
             }
@@ -936,7 +957,12 @@ impl Client {
 
     /// Applies one response in one local transaction: outcomes, the changes page, the cursor,
     /// and settling. Returns how many uploaded ops got an outcome.
-    fn apply_response(&self, resp: v1::SyncResponse, report: &mut SyncReport) -> Result<u64> {
+    fn apply_response(
+        &self,
+        resp: v1::SyncResponse,
+        report: &mut SyncReport,
+        sent: &[v1::Subscription],
+    ) -> Result<u64> {
         let mut conn = lock(&self.conn);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("UPDATE _burrow_local SET applying = 1 WHERE id = 1", [])?;
@@ -1032,6 +1058,11 @@ impl Client {
                 "UPDATE _burrow_local SET cursor_since = ?1, cursor_after = ?2, hlc = max(hlc, ?3) WHERE id = 1",
                 params![c.since as i64, c.after as i64, max_hlc as i64],
             )?;
+            tx.execute(
+                "UPDATE _burrow_scope SET scope = ?1, catchup_after = ?2, catchup_target = ?3 WHERE id = 1",
+                params![c.scope as i64, c.catchup_after as i64, c.catchup_target as i64],
+            )?;
+            crate::subscriptions::record_verdicts(&tx, sent, &resp.subscription_errors)?;
             if c.after == c.since {
                 report.ops_settled += apply::settle(&tx, &self.schema, c.since)?;
                 if self.refetch_own.load(Ordering::SeqCst) {

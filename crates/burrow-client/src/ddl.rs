@@ -77,6 +77,21 @@ CREATE TABLE IF NOT EXISTS _burrow_conflicts (
   col TEXT NOT NULL,
   record TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS _burrow_scope (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  scope INTEGER NOT NULL DEFAULT 0,
+  catchup_after INTEGER NOT NULL DEFAULT 0,
+  catchup_target INTEGER NOT NULL DEFAULT 0
+);
+INSERT OR IGNORE INTO _burrow_scope(id) VALUES (1);
+CREATE TABLE IF NOT EXISTS _burrow_subscriptions (
+  stream TEXT NOT NULL,
+  params TEXT NOT NULL,
+  status TEXT NOT NULL DEFAULT 'pending',
+  code TEXT,
+  reason TEXT,
+  PRIMARY KEY (stream, params)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS _burrow_crdt (
   tbl TEXT NOT NULL,
   row_id TEXT NOT NULL,

@@ -18,6 +18,7 @@ pub mod quarantine;
 pub mod recovery;
 pub mod runner;
 pub mod sql_value;
+pub mod subscriptions;
 pub mod transport;
 
 pub use client::{
@@ -27,5 +28,6 @@ pub use client::{
 pub use error::{Error, Result};
 pub use network::{Network, NetworkPolicy, NetworkState};
 pub use recovery::Recovery;
+pub use subscriptions::SubscriptionStatus;
 pub use runner::{RunOptions, SyncEvent, SyncState, TokenProvider};
 pub use transport::{HttpTransport, TrafficStats, Transport, TransportError};

@@ -55,6 +55,11 @@ impl ClaimSet {
             .is_some_and(|vs| vs.iter().any(|v| v == value))
     }
 
+    /// Every value of a claim, in token order (empty if the token lacks it).
+    pub fn values(&self, claim: &str) -> &[String] {
+        self.0.get(claim).map_or(&[], Vec::as_slice)
+    }
+
     /// The first value of a claim, if any.
     pub fn get(&self, claim: &str) -> Option<&str> {
         self.0

@@ -14,6 +14,7 @@ pub mod hash;
 pub mod hlc;
 pub mod op;
 pub mod resolve;
+pub mod rules;
 pub mod schema;
 pub mod value;
 

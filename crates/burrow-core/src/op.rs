@@ -105,6 +105,9 @@ pub struct RowChange {
     pub fields: Vec<ChangedField>,
     /// Latest HLC among the row's changes, so the receiver's clock moves past it.
     pub hlc: Hlc,
+    /// The row left the receiver's scope (selective sync): remove it locally, record no
+    /// delete. `fields` is empty; the row lives on on the server.
+    pub evicted: bool,
 }
 
 /// How far a client has applied the server's changes.

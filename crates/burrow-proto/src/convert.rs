@@ -117,6 +117,7 @@ pub fn row_change_into_wire(c: RowChange) -> v1::RowChange {
             })
             .collect(),
         hlc: c.hlc.0,
+        evicted: c.evicted,
     }
 }
 
@@ -153,6 +154,7 @@ pub fn row_change_from_wire(c: v1::RowChange) -> RowChange {
             })
             .collect(),
         hlc: Hlc(c.hlc),
+        evicted: c.evicted,
     }
 }
 
@@ -264,6 +266,7 @@ mod tests {
                 },
             ],
             hlc: Hlc(77),
+            evicted: false,
         };
         let wire = row_change_into_wire(c.clone());
         assert_eq!(wire.fields[0].seq, 0);

@@ -1,4 +1,4 @@
-//! Server configuration: data directory, schema, signing secret and request limits.
+//! Server configuration: data directory, schema, token verification and request limits.
 
 use crate::error::ServerError;
 use crate::resolver::{CustomResolver, CustomResolvers};
@@ -6,8 +6,8 @@ use burrow_core::Schema;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Request limits; each error names the limit it hit.
-#[derive(Debug, Clone)]
+/// Request limits; each error names the limit it hit (`docs/security.md`).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     /// Largest accepted (compressed) request body.
     pub body_bytes_max: usize,
@@ -17,8 +17,15 @@ pub struct Limits {
     pub ops_per_request_max: usize,
     /// Largest changes page (uncompressed estimate) the server returns.
     pub page_bytes_max: usize,
+    /// Most rows one changes page reads.
+    pub page_rows_max: usize,
     /// Most simultaneous `GET /v1/live` connections per user (token `sub`).
     pub live_connections_per_user_max: usize,
+    /// Sustained authenticated requests per second per user (token `sub`), a token bucket
+    /// refilled at this rate; 0 turns the rate limit off.
+    pub requests_per_second_per_user: f64,
+    /// The bucket's size: how many requests a user may send at once after being idle.
+    pub request_burst_per_user: u32,
 }
 
 impl Default for Limits {
@@ -28,7 +35,75 @@ impl Default for Limits {
             decoded_bytes_max: 64 << 20,
             ops_per_request_max: 50_000,
             page_bytes_max: 8 << 20,
+            page_rows_max: 50_000,
             live_connections_per_user_max: 16,
+            requests_per_second_per_user: 50.0,
+            request_burst_per_user: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// Fails on a value the server cannot work with, naming the limit: a zero size or count
+    /// (every request or page would fail), a negative or non-finite rate, a zero burst with
+    /// a rate limit on.
+    pub fn check(&self) -> Result<(), ServerError> {
+        let positive = [
+            ("body_bytes_max", self.body_bytes_max),
+            ("decoded_bytes_max", self.decoded_bytes_max),
+            ("ops_per_request_max", self.ops_per_request_max),
+            ("page_bytes_max", self.page_bytes_max),
+            ("page_rows_max", self.page_rows_max),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ServerError::InvalidLimit {
+                    name,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        let rate = self.requests_per_second_per_user;
+        if !rate.is_finite() || rate < 0.0 {
+            return Err(ServerError::InvalidLimit {
+                name: "requests_per_second_per_user",
+                message: format!("{rate} is not a rate (0 turns the limit off)"),
+            });
+        }
+        if rate > 0.0 && self.request_burst_per_user == 0 {
+            return Err(ServerError::InvalidLimit {
+                name: "request_burst_per_user",
+                message: "must be at least 1 while requests_per_second_per_user is set".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How bearer tokens are verified (`[auth]` in the config file; `docs/security.md`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// A JWKS file with the RS256/ES256 public keys of the identity provider. Without one,
+    /// only HS256 development tokens (the server secret) are accepted.
+    pub jwks_file: Option<PathBuf>,
+    /// The expected `aud`: when set, a token must carry it.
+    pub audience: Option<String>,
+    /// The expected `iss`: when set, a token must carry it.
+    pub issuer: Option<String>,
+    /// Also accept HS256 development tokens while a JWKS is configured.
+    pub allow_hs256: bool,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwks_file: None,
+            audience: None,
+            issuer: None,
+            allow_hs256: false,
+            leeway_secs: 30,
         }
     }
 }
@@ -40,12 +115,18 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The schema the server serves.
     pub schema: Schema,
-    /// HS256 signing secret; `None` = read or create `DATA_DIR/secret`.
+    /// HS256 signing secret; `None` = read or create `DATA_DIR/secret` (only when HS256
+    /// tokens are accepted, see [`crate::auth::hs256_accepted`]).
     pub secret: Option<Vec<u8>>,
+    /// Token verification.
+    pub auth: AuthConfig,
     /// Request limits.
     pub limits: Limits,
     /// Resolvers for `custom:NAME` columns, by name.
     pub resolvers: CustomResolvers,
+    /// Sync rules and write permissions (`[streams.*]`, `[[permissions]]` of `burrow.toml`,
+    /// docs/sync-rules.md); `None`: every user reads and writes everything.
+    pub rules: Option<Arc<burrow_core::rules::SyncRules>>,
 }
 
 impl ServerConfig {
@@ -55,8 +136,10 @@ impl ServerConfig {
             data_dir,
             schema,
             secret: None,
+            auth: AuthConfig::default(),
             limits: Limits::default(),
             resolvers: CustomResolvers::new(),
+            rules: None,
         }
     }
 
@@ -126,6 +209,49 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_check_names_the_limit() {
+        assert!(Limits::default().check().is_ok());
+        let zero_rows = Limits {
+            page_rows_max: 0,
+            ..Limits::default()
+        };
+        assert!(
+            zero_rows
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("page_rows_max")
+        );
+        let nan = Limits {
+            requests_per_second_per_user: f64::NAN,
+            ..Limits::default()
+        };
+        assert!(
+            nan.check()
+                .unwrap_err()
+                .to_string()
+                .contains("requests_per_second_per_user")
+        );
+        let no_burst = Limits {
+            request_burst_per_user: 0,
+            ..Limits::default()
+        };
+        assert!(
+            no_burst
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("request_burst_per_user")
+        );
+        let off = Limits {
+            requests_per_second_per_user: 0.0,
+            request_burst_per_user: 0,
+            ..Limits::default()
+        };
+        assert!(off.check().is_ok());
+    }
 
     #[test]
     fn secret_is_created_once_and_reused() {

@@ -26,6 +26,9 @@ pub enum StoreError {
     /// The blocking task running the query died.
     #[error("store task failed: {0}")]
     Task(String),
+    /// A sync rule's parameter lookup failed.
+    #[error("sync rule lookup failed: {0}")]
+    Rules(String),
 }
 
 /// The error a failpoint injects: an SQLite I/O error, as a failing disk would give.
@@ -61,6 +64,17 @@ pub enum ServerError {
         column: String,
         /// The resolver name.
         name: String,
+    },
+    /// The JWKS file of `[auth] jwks_file` is unusable.
+    #[error(transparent)]
+    Jwks(#[from] crate::auth::JwksError),
+    /// A limit has a value the server cannot work with.
+    #[error("limit {name}: {message}")]
+    InvalidLimit {
+        /// The limit's name (its field in `Limits` and its key in `[limits]`).
+        name: &'static str,
+        /// What is wrong.
+        message: String,
     },
     /// Reading or creating the data directory or secret failed.
     #[error("data directory {path}: {source}")]

@@ -2,10 +2,13 @@
 //! and `GET /healthz`. Errors are JSON bodies `{"code": "...", "message": "..."}` with a status
 //! that says what happened.
 
-use crate::auth::{self, AuthError};
+use crate::auth::{self, AuthError, Verifier};
 use crate::config::{Limits, ServerConfig};
 use crate::error::{ServerError, StoreError};
-use crate::store::{IngestOp, IngestRequest, IngestTx, PullRequest, ResolveEnv, ServerStore};
+use crate::store::{
+    IngestOp, IngestRequest, IngestTx, PullRequest, ResolveEnv, ScopePosition, ScopeRequest,
+    ServerStore,
+};
 use crate::validate::{Rejection, validate_op};
 use axum::Router;
 use axum::body::Body;
@@ -25,15 +28,18 @@ use std::sync::Arc;
 pub struct AppState<S: ServerStore> {
     clock: Arc<dyn Clock>,
     env: ResolveEnv,
-    secret: Vec<u8>,
+    verifier: Verifier,
     pub(crate) limits: Limits,
+    /// Per-user token buckets ([`Limits::requests_per_second_per_user`]).
+    rate: crate::rate::RateLimiter,
     store: Arc<S>,
     /// The committed head for `GET /v1/live` subscribers, and their count per user.
     pub(crate) live: crate::live::LiveHub,
 }
 
 impl<S: ServerStore> AppState<S> {
-    /// State for `config` over `store`; resolves the signing secret.
+    /// State for `config` over `store`; builds the token verifier (resolving the signing
+    /// secret when HS256 is accepted, loading the JWKS file) and checks the limits.
     pub fn new(config: ServerConfig, store: Arc<S>) -> Result<Self, ServerError> {
         Self::with_clock(config, store, Arc::new(SystemClock))
     }
@@ -45,15 +51,22 @@ impl<S: ServerStore> AppState<S> {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServerError> {
         config.check_resolvers()?;
-        let secret = config.resolve_secret()?;
+        config.limits.check()?;
+        let verifier = Verifier::from_config(&config)?;
+        let rate = crate::rate::RateLimiter::new(
+            config.limits.requests_per_second_per_user,
+            config.limits.request_burst_per_user,
+        );
         Ok(AppState {
             clock,
             env: ResolveEnv {
                 schema: Arc::new(config.schema),
                 custom: Arc::new(config.resolvers),
+                rules: config.rules.filter(|r| !r.is_empty()),
             },
-            secret,
+            verifier,
             limits: config.limits,
+            rate,
             store,
             live: crate::live::LiveHub::new(),
         })
@@ -65,12 +78,16 @@ impl<S: ServerStore> AppState<S> {
     }
 }
 
-/// An error answer: status plus stable code and message.
+/// An error answer: status plus stable code and message; for a limit, the limit's name and
+/// value (`"limit": {"name": ..., "value": ...}` in the body), and for 429 a `Retry-After`.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Boxed: keeps `Result<_, ApiError>` small.
+    limit: Option<Box<(&'static str, serde_json::Value)>>,
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -89,24 +106,55 @@ impl ApiError {
         &self.message
     }
 
+    /// The limit this error reports, by name, with its configured value.
+    pub fn limit(&self) -> Option<(&'static str, &serde_json::Value)> {
+        self.limit.as_deref().map(|(n, v)| (*n, v))
+    }
+
+    /// Seconds to wait before retrying (sent as `Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after_secs
+    }
+
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
             message: message.into(),
+            limit: None,
+            retry_after_secs: None,
         }
+    }
+
+    /// Names the limit (a [`Limits`] field) this error reports, and its value.
+    pub(crate) fn with_limit(
+        mut self,
+        name: &'static str,
+        value: impl Into<serde_json::Value>,
+    ) -> Self {
+        self.limit = Some(Box::new((name, value.into())));
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::json!({ "code": self.code, "message": self.message });
-        (
+        let mut body = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some((name, value)) = self.limit.map(|l| *l) {
+            body["limit"] = serde_json::json!({ "name": name, "value": value });
+        }
+        let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -156,6 +204,7 @@ async fn read_body(body: Body, limit: usize) -> Result<bytes::Bytes, ApiError> {
             "body_too_large",
             format!("request body exceeds the limit body_bytes_max = {limit} bytes"),
         )
+        .with_limit("body_bytes_max", limit)
     })
 }
 
@@ -224,8 +273,7 @@ pub(crate) fn build_ingest(
                 .collect(),
         })
         .collect();
-    let mut claim_set = ClaimSet::from_json(&claims.extra);
-    claim_set = claim_set.with("sub", &claims.sub);
+    let claim_set = claim_set(claims);
     IngestRequest {
         user_id,
         client_id: req.client_id.clone(),
@@ -234,6 +282,28 @@ pub(crate) fn build_ingest(
         claims: claim_set,
         clock_offset_ms: clock_offset_ms(req.device_time_ms, now_ms),
         env: env.clone(),
+    }
+}
+
+/// A token's claims as rules see them: every claim, plus `sub`.
+fn claim_set(claims: &auth::Claims) -> ClaimSet {
+    ClaimSet::from_json(&claims.extra).with("sub", &claims.sub)
+}
+
+/// A wire subscription as the rules see it.
+fn subscription_from_wire(s: &v1::Subscription) -> burrow_core::rules::Subscription {
+    burrow_core::rules::Subscription {
+        stream: s.stream.clone(),
+        params: s
+            .params
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    burrow_proto::convert::value_from_wire(Some(v.clone())),
+                )
+            })
+            .collect(),
     }
 }
 
@@ -284,17 +354,20 @@ async fn sync<S: ServerStore>(
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response())
 }
 
-/// [`authenticate`] with the request's `Authorization` header.
+/// [`authenticate`] with the request's `Authorization` header, then [`admit`] (the per-user
+/// rate limit).
 fn authenticate_headers<S: ServerStore>(
     state: &AppState<S>,
     headers: &HeaderMap,
 ) -> Result<auth::Claims, ApiError> {
-    authenticate(
+    let claims = authenticate(
         state,
         headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
-    )
+    )?;
+    admit(state, &claims)?;
+    Ok(claims)
 }
 
 /// Checks the `Authorization` header value and returns the token's claims.
@@ -303,7 +376,34 @@ pub fn authenticate<S: ServerStore>(
     authorization: Option<&str>,
 ) -> Result<auth::Claims, ApiError> {
     let token = auth::bearer(authorization)?;
-    Ok(auth::verify(&state.secret, token)?)
+    Ok(state.verifier.verify(token)?)
+}
+
+/// Takes one request from the user's rate bucket: `429 rate_limited` with `Retry-After`
+/// when it is empty. Called by the HTTP routes after authentication.
+pub(crate) fn admit<S: ServerStore>(
+    state: &AppState<S>,
+    claims: &auth::Claims,
+) -> Result<(), ApiError> {
+    state
+        .rate
+        .check(&claims.sub, tokio::time::Instant::now())
+        .map_err(|wait| {
+            let rate = state.limits.requests_per_second_per_user;
+            let burst = state.limits.request_burst_per_user;
+            let secs = crate::rate::retry_after_secs(wait);
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "this user exceeded the limit requests_per_second_per_user = {rate} \
+                     (request_burst_per_user = {burst}); retry after {secs} s"
+                ),
+            )
+            .with_limit("requests_per_second_per_user", rate);
+            e.retry_after_secs = Some(secs);
+            e
+        })
 }
 
 /// One sync exchange without the HTTP framing: decode, ingest, pull, encode. The router calls
@@ -319,7 +419,8 @@ pub async fn process_sync<S: ServerStore>(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 format!("decompressed request exceeds decoded_bytes_max = {limit} bytes"),
-            ),
+            )
+            .with_limit("decoded_bytes_max", limit),
             other => ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", other.to_string()),
         })?;
     if req.protocol_version != PROTOCOL_VERSION {
@@ -355,7 +456,8 @@ pub async fn process_sync<S: ServerStore>(
                 "{op_count} ops exceed the limit ops_per_request_max = {}",
                 state.limits.ops_per_request_max
             ),
-        ));
+        )
+        .with_limit("ops_per_request_max", state.limits.ops_per_request_max));
     }
     let mut outcomes = Vec::new();
     let mut ack_seq = 0;
@@ -373,7 +475,9 @@ pub async fn process_sync<S: ServerStore>(
     if op_count > 0 {
         let ingest = build_ingest(state.clock.now_ms(), &state.env, claims, &mut req);
         let result = state.store.ingest(ingest).await?;
-        state.live.publish(result.head_seq);
+        state
+            .live
+            .publish_commit(result.head_seq, result.touched.clone());
         ack_seq = result.head_seq;
         outcomes = result
             .outcomes
@@ -412,8 +516,41 @@ pub async fn process_sync<S: ServerStore>(
                 audience: replica,
                 cursor,
                 page_bytes_max,
+                page_rows_max: state.limits.page_rows_max,
+                scope: state.env.rules.as_ref().map(|rules| ScopeRequest {
+                    rules: rules.clone(),
+                    schema: state.env.schema.clone(),
+                    claims: claim_set(claims),
+                    subscriptions: req.subscriptions.iter().map(subscription_from_wire).collect(),
+                    now_ms,
+                    position: req
+                        .cursor
+                        .map(|c| ScopePosition {
+                            scope: c.scope,
+                            catchup_after: c.catchup_after,
+                            catchup_target: c.catchup_target,
+                        })
+                        .unwrap_or_default(),
+                }),
             })
             .await?;
+        if let Some(grants) = &page.grants {
+            state
+                .live
+                .record_grants(&claims.sub, &req.client_id, grants.clone());
+        }
+        resp.subscription_errors = page
+            .refused
+            .iter()
+            .filter_map(|(sub, denied)| {
+                let wire = req.subscriptions.iter().find(|w| w.stream == sub.stream && subscription_from_wire(w) == *sub)?;
+                Some(v1::SubscriptionError {
+                    subscription: Some(wire.clone()),
+                    code: denied.code.to_string(),
+                    message: denied.reason.clone(),
+                })
+            })
+            .collect();
         resp.changes = page
             .changes
             .into_iter()
@@ -425,6 +562,9 @@ pub async fn process_sync<S: ServerStore>(
         resp.cursor = Some(v1::Cursor {
             since: page.cursor.since,
             after: page.cursor.after,
+            scope: page.position.scope,
+            catchup_after: page.position.catchup_after,
+            catchup_target: page.position.catchup_target,
         });
         resp.more = page.more;
         resp.head_seq = page.head_seq;

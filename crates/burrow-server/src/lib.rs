@@ -16,14 +16,18 @@
 
 pub mod auth;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod http;
 pub mod live;
+pub mod rate;
 pub mod resolver;
 pub mod store;
 pub mod validate;
 
-pub use config::{Limits, ServerConfig};
+pub use auth::Verifier;
+pub use config::{AuthConfig, Limits, ServerConfig};
+pub use config_file::ConfigFile;
 pub use error::{ServerError, StoreError};
 pub use store::{ServerStore, SqliteServerStore};
 
@@ -96,6 +100,11 @@ pub async fn spawn(config: ServerConfig, listen: &str) -> Result<RunningServer, 
         source: e,
     })?;
     let store = Arc::new(SqliteServerStore::open(&config.data_dir.join(DB_FILE))?);
+    if let Some(rules) = config.rules.clone().filter(|r| !r.is_empty()) {
+        store
+            .install_rules(rules, Arc::new(config.schema.clone()))
+            .await?;
+    }
     let app = http::router(Arc::new(http::AppState::new(config, store.clone())?));
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {

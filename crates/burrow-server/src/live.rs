@@ -7,7 +7,8 @@
 //!   protocol. A bad or missing token is answered `401` with the usual JSON error, before any
 //!   upgrade.
 //! - **Limit**: at most [`Limits::live_connections_per_user_max`](crate::Limits) connections per
-//!   user (token `sub`); one more is answered `429 too_many_live_connections`.
+//!   user (token `sub`); one more is answered `429 too_many_live_connections`. Opening one
+//!   counts against the per-user request rate like any request (`429 rate_limited`).
 //! - **Messages** (server to client, text): `{"head_seq": N}` right after the upgrade (the
 //!   current head), then whenever the head grows. Pokes are coalesced: a slow client gets the
 //!   latest head, never a backlog. The client sends nothing but control frames.
@@ -15,14 +16,14 @@
 //!   [`PEER_TIMEOUT`] is dropped. When the server shuts down every socket is closed with
 //!   `1001 going away`.
 
-use crate::http::{ApiError, AppState, authenticate};
+use crate::http::{ApiError, AppState, admit, authenticate};
 use crate::store::ServerStore;
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -49,11 +50,28 @@ const READ_BUFFER_BYTES: usize = 4 << 10;
 /// Largest message or frame accepted from a client.
 const CLIENT_MESSAGE_BYTES_MAX: usize = 4 << 10;
 
+/// One commit as live connections see it.
+#[derive(Debug, Clone, Default)]
+pub struct Commit {
+    /// The head after the commit.
+    pub head: u64,
+    /// The head before it: a connection that last saw another head missed commits (the
+    /// channel coalesces) and pokes without judging relevance.
+    pub prev: u64,
+    /// The buckets the commit wrote to (selective sync); `None`: unknown or possibly
+    /// everyone's (no rules, or a write that can change grants).
+    pub touched: Option<Arc<BTreeSet<String>>>,
+}
+
+/// The buckets each user's devices were last granted (device id → grants), by user.
+type GrantsByUser = HashMap<String, HashMap<String, Arc<BTreeSet<String>>>>;
+
 /// Live-push state shared by the handlers: the committed head and the connections per user.
 #[derive(Debug)]
 pub struct LiveHub {
-    head: watch::Sender<u64>,
+    head: watch::Sender<Commit>,
     connections: Arc<Mutex<HashMap<String, usize>>>,
+    grants: Arc<Mutex<GrantsByUser>>,
 }
 
 impl Default for LiveHub {
@@ -66,16 +84,29 @@ impl LiveHub {
     /// A hub with head 0 and no connections.
     pub fn new() -> LiveHub {
         LiveHub {
-            head: watch::Sender::new(0),
+            head: watch::Sender::new(Commit::default()),
             connections: Arc::default(),
+            grants: Arc::default(),
         }
     }
 
-    /// Records a committed head; subscribers are woken only when it grew.
+    /// Records a committed head that may concern anyone; subscribers are woken only when it
+    /// grew.
     pub fn publish(&self, head_seq: u64) {
+        self.publish_commit(head_seq, None);
+    }
+
+    /// Records a committed head and the buckets it wrote to: only connections whose user's
+    /// grants meet `touched` are poked (`None`: all).
+    pub fn publish_commit(&self, head_seq: u64, touched: Option<BTreeSet<String>>) {
+        let touched = touched.map(Arc::new);
         self.head.send_if_modified(|current| {
-            if head_seq > *current {
-                *current = head_seq;
+            if head_seq > current.head {
+                *current = Commit {
+                    head: head_seq,
+                    prev: current.head,
+                    touched,
+                };
                 true
             } else {
                 false
@@ -83,9 +114,19 @@ impl LiveHub {
         });
     }
 
+    /// Remembers what a device of `sub` was granted at its latest pull, so commits outside
+    /// every grant of the user poke none of their connections.
+    pub fn record_grants(&self, sub: &str, client_id: &str, grants: BTreeSet<String>) {
+        let mut map = self.grants.lock().unwrap_or_else(|e| e.into_inner());
+        let devices = map.entry(sub.to_string()).or_default();
+        if devices.get(client_id).is_none_or(|g| **g != grants) {
+            devices.insert(client_id.to_string(), Arc::new(grants));
+        }
+    }
+
     /// The latest published head.
     pub fn head(&self) -> u64 {
-        *self.head.borrow()
+        self.head.borrow().head
     }
 
     /// Live connections currently open for `sub`.
@@ -108,6 +149,18 @@ impl LiveHub {
             connections: self.connections.clone(),
             sub: sub.to_string(),
         })
+    }
+}
+
+/// Whether a commit writing to `touched` may concern `sub`.
+fn concerns(grants: &Mutex<GrantsByUser>, sub: &str, touched: &BTreeSet<String>) -> bool {
+    let map = grants.lock().unwrap_or_else(|e| e.into_inner());
+    match map.get(sub) {
+        // Nothing known yet: poke (the device pulls and its grants are recorded).
+        None => true,
+        Some(devices) => devices
+            .values()
+            .any(|g| touched.iter().any(|b| g.contains(b))),
     }
 }
 
@@ -162,6 +215,7 @@ pub async fn live<S: ServerStore>(
             None => authenticate(&state, None),
         },
     }?;
+    admit(&state, &claims)?;
     let mut upgrade = upgrade.map_err(|e| {
         ApiError::new(
             StatusCode::UPGRADE_REQUIRED,
@@ -179,10 +233,15 @@ pub async fn live<S: ServerStore>(
                  live_connections_per_user_max = {max} allows"
             ),
         )
+        .with_limit("live_connections_per_user_max", max)
     })?;
     // The hub starts at 0; the store knows the head committed before this process started.
     state.live.publish(state.store().head_seq().await?);
     let head = state.live.head.subscribe();
+    let scope = Scope {
+        grants: state.live.grants.clone(),
+        sub: claims.sub.clone(),
+    };
     if let Some(p) = protocol {
         // The offered value is a valid header value: it came from one.
         if let Ok(v) = HeaderValue::from_str(p) {
@@ -195,7 +254,7 @@ pub async fn live<S: ServerStore>(
         .write_buffer_size(0)
         .max_message_size(CLIENT_MESSAGE_BYTES_MAX)
         .max_frame_size(CLIENT_MESSAGE_BYTES_MAX)
-        .on_upgrade(move |socket| serve(socket, head, slot)))
+        .on_upgrade(move |socket| serve(socket, head, slot, scope)))
 }
 
 /// Sends `msg`, giving up after [`SEND_TIMEOUT`]; false when the connection is unusable.
@@ -224,12 +283,23 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     }
 }
 
+/// Whose connection it is, to judge which commits concern it.
+struct Scope {
+    grants: Arc<Mutex<GrantsByUser>>,
+    sub: String,
+}
+
 /// One live connection. Holds only the socket, a head receiver and the slot; returns (and
 /// frees all three) as soon as the socket fails, the peer closes or goes silent, or the
 /// server shuts down.
-async fn serve(mut socket: WebSocket, mut head: watch::Receiver<u64>, _slot: Slot) {
-    let first = *head.borrow_and_update();
-    if !send(&mut socket, head_message(first)).await {
+async fn serve(
+    mut socket: WebSocket,
+    mut head: watch::Receiver<Commit>,
+    _slot: Slot,
+    scope: Scope,
+) {
+    let mut seen = head.borrow_and_update().head;
+    if !send(&mut socket, head_message(seen)).await {
         return;
     }
     let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
@@ -239,9 +309,16 @@ async fn serve(mut socket: WebSocket, mut head: watch::Receiver<u64>, _slot: Slo
         tokio::select! {
             changed = head.changed() => match changed {
                 Ok(()) => {
-                    // TODO(#6): poke only when the commit touches the user's scope.
-                    let h = *head.borrow_and_update();
-                    if !send(&mut socket, head_message(h)).await {
+                    let commit = head.borrow_and_update().clone();
+                    // Poke when the commit may concern this user: it wrote to one of their
+                    // buckets, or its scope is unknown, or commits were coalesced away.
+                    let relevant = commit.prev != seen
+                        || commit
+                            .touched
+                            .as_ref()
+                            .is_none_or(|t| concerns(&scope.grants, &scope.sub, t));
+                    seen = commit.head;
+                    if relevant && !send(&mut socket, head_message(commit.head)).await {
                         return;
                     }
                 }
@@ -284,11 +361,32 @@ mod tests {
         let mut rx = hub.head.subscribe();
         hub.publish(5);
         assert!(rx.has_changed().unwrap());
-        assert_eq!(*rx.borrow_and_update(), 5);
+        assert_eq!(rx.borrow_and_update().head, 5);
         hub.publish(3);
         hub.publish(5);
         assert!(!rx.has_changed().unwrap());
         assert_eq!(hub.head(), 5);
+    }
+
+    #[test]
+    fn a_commit_concerns_only_users_whose_grants_it_touches() {
+        let hub = LiveHub::new();
+        let touched: BTreeSet<String> = ["route[\"r1\"]".to_string()].into();
+        // Nothing recorded for a user yet: they are poked.
+        assert!(concerns(&hub.grants, "ann", &touched));
+        hub.record_grants("ann", "phone", ["route[\"r1\"]".to_string()].into());
+        hub.record_grants("bob", "phone", ["route[\"r2\"]".to_string()].into());
+        assert!(concerns(&hub.grants, "ann", &touched));
+        assert!(!concerns(&hub.grants, "bob", &touched));
+        // Any of a user's devices counts.
+        hub.record_grants("bob", "tablet", ["route[\"r1\"]".to_string()].into());
+        assert!(concerns(&hub.grants, "bob", &touched));
+        // A commit records where it came from, so coalesced commits are noticed.
+        let mut rx = hub.head.subscribe();
+        hub.publish_commit(7, Some(touched.clone()));
+        hub.publish_commit(9, Some(BTreeSet::new()));
+        let c = rx.borrow_and_update().clone();
+        assert_eq!((c.head, c.prev), (9, 7));
     }
 
     #[test]

@@ -1,13 +1,16 @@
 //! The invariants of the testing plan, checked against real databases.
 
+use crate::net::{POISONED_VALUE, PoisonRule};
 use crate::world::Device;
 pub use crate::world::SimReport;
 use burrow_client::Client;
 use burrow_core::Schema;
-use burrow_core::conflict::ConflictEntry;
+use burrow_core::conflict::{CONFLICTS_TABLE, ConflictEntry};
 use burrow_server::SqliteServerStore;
 use burrow_server::http::AppState;
 use burrow_server::store::ServerStore;
+use burrow_server::validate::ROW_ID_BYTES_MAX;
+use rusqlite::OptionalExtension;
 use std::collections::BTreeMap;
 
 /// table → id → column → value (NULLs left out), the comparable state of a replica.
@@ -142,35 +145,375 @@ pub fn no_partial_batch(who: &str, dump: &Dump, report: &mut SimReport) {
     }
 }
 
-/// I1 + I2: every committed op of the device is recorded by the server exactly once.
+/// What the simulator knows of one op it made a device commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct OpNote {
+    /// Its local transaction (`_burrow_outbox.tx`).
+    pub tx: i64,
+    /// The code the server must refuse it with, when it belongs to a poisoned class.
+    pub poison: Option<&'static str>,
+}
+
+/// The code the server refuses an op with when it is poisoned: a row id above the server's
+/// limit (`invalid_row_id`, from the real validator) or a value `rule` refuses
+/// ([`POISONED_VALUE`]); `None` for an op the server must accept.
+pub fn poison_code(
+    rule: Option<&PoisonRule>,
+    table: &str,
+    row_id: &str,
+    data: Option<&str>,
+) -> Option<&'static str> {
+    if table == CONFLICTS_TABLE {
+        return None;
+    }
+    // The poison rule answers before the real validator sees the op.
+    let refused = rule.is_some_and(|rule| {
+        data.and_then(|d| {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(d).ok()
+        })
+        .is_some_and(|obj| {
+            obj.iter()
+                .any(|(col, v)| v.as_str().is_some_and(|t| rule.refuses(table, col, t)))
+        })
+    });
+    if refused {
+        Some(POISONED_VALUE)
+    } else if row_id.len() > ROW_ID_BYTES_MAX {
+        Some("invalid_row_id")
+    } else {
+        None
+    }
+}
+
+/// Records the ops the device queued after `after_seq` (its new writes, or ops re-queued by
+/// `retry_rejected`), classified by [`poison_code`].
+pub(crate) fn note_ops(
+    d: &mut Device,
+    client: &Client,
+    rule: Option<&PoisonRule>,
+    after_seq: u64,
+    report: &mut SimReport,
+) {
+    type Row = (i64, i64, String, String, Option<String>);
+    let rows = client.with_connection(|c| {
+        let mut stmt = c.prepare_cached(
+            "SELECT seq, tx, tbl, row_id, data FROM _burrow_outbox WHERE seq > ?1 ORDER BY seq",
+        )?;
+        let v = stmt
+            .query_map([after_seq as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<rusqlite::Result<Vec<Row>>>()?;
+        Ok(v)
+    });
+    match rows {
+        Ok(rows) => {
+            for (seq, tx, table, row_id, data) in rows {
+                let poison = poison_code(rule, &table, &row_id, data.as_deref());
+                d.ops.insert(seq as u64, OpNote { tx, poison });
+            }
+        }
+        Err(e) => report
+            .violations
+            .push(format!("device {}: outbox unreadable: {e}", d.index)),
+    }
+}
+
+/// I1 + I2 + Q1: every committed op the server may accept is recorded by the server exactly
+/// once and never rejected; every poisoned op, and every other op of its local transaction, is
+/// never applied and sits in the rejected list with its reason (the poisoned op with its own
+/// code, its siblings with `transaction_rejected`) unless the app retried or discarded it; no
+/// op is rejected because of authentication.
 pub(crate) async fn zero_loss_no_dups(
     d: &Device,
     client: &Client,
     server: &AppState<SqliteServerStore>,
     report: &mut SimReport,
 ) -> Result<(), String> {
-    let rejected = client.rejected_ops().map_err(|e| e.to_string())?;
-    for r in &rejected {
-        report.violations.push(format!(
-            "I1 device {}: op {} rejected in a valid workload: {} {}",
-            d.index, r.client_seq, r.code, r.message
-        ));
-    }
+    let rejected: BTreeMap<u64, _> = client
+        .rejected_ops()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|r| (r.client_seq, r))
+        .collect();
+    let poisoned_txs: std::collections::BTreeSet<i64> = d
+        .ops
+        .values()
+        .filter(|n| n.poison.is_some())
+        .map(|n| n.tx)
+        .collect();
     let store = server.store();
+    let mut broken = 0;
     for seq in 1..=d.ops_committed {
+        let note = d.ops.get(&seq);
+        let poison = note.and_then(|n| n.poison);
+        let in_poisoned_tx = note.is_some_and(|n| poisoned_txs.contains(&n.tx));
         let n = store
             .op_effect_count(&d.client_id, seq)
             .map_err(|e| e.to_string())?;
-        if n != 1 {
-            report.violations.push(format!(
-                "I{} device {}: op {seq} recorded {n} times by the server",
-                if n == 0 { 1 } else { 2 },
-                d.index
-            ));
-            break;
+        let before = report.violations.len();
+        if !in_poisoned_tx {
+            if let Some(r) = rejected.get(&seq) {
+                let why = if r.code.contains("token") || r.code.contains("auth") {
+                    "A2 rejected because of authentication"
+                } else {
+                    "I1 rejected in a valid workload"
+                };
+                report.violations.push(format!(
+                    "{why}: device {} op {seq}: {} {}",
+                    d.index, r.code, r.message
+                ));
+            } else if n != 1 {
+                report.violations.push(format!(
+                    "I{} device {}: op {seq} recorded {n} times by the server",
+                    if n == 0 { 1 } else { 2 },
+                    d.index
+                ));
+            }
+        } else {
+            if n != 0 {
+                report.violations.push(format!(
+                    "Q1 device {}: op {seq} of a poisoned transaction was applied by the server ({n} records)",
+                    d.index
+                ));
+            }
+            let allowed: &[&str] = match poison {
+                Some(code) => &[code, "transaction_rejected"],
+                None => &["transaction_rejected"],
+            };
+            match rejected.get(&seq) {
+                Some(r) if allowed.contains(&r.code.as_str()) && !r.message.is_empty() => {}
+                Some(r) => report.violations.push(format!(
+                    "Q1 device {}: op {seq} ({}) rejected with {} \"{}\", expected one of {allowed:?}",
+                    d.index,
+                    poison.unwrap_or("sibling of a poisoned op"),
+                    r.code,
+                    r.message
+                )),
+                None if d.retried.contains(&seq) || d.discarded.contains(&seq) => {}
+                None => report.violations.push(format!(
+                    "Q1 device {}: op {seq} ({}) is not in the rejected list (dropped or lost)",
+                    d.index,
+                    poison.unwrap_or("sibling of a poisoned op")
+                )),
+            }
+        }
+        if report.violations.len() > before {
+            broken += 1;
+            if broken >= 5 {
+                break;
+            }
         }
     }
+    for (seq, r) in rejected.range(d.ops_committed + 1..) {
+        report.violations.push(format!(
+            "Q1 device {}: rejected op {seq} ({}) was never committed",
+            d.index, r.code
+        ));
+    }
     Ok(())
+}
+
+/// Whether the device holds the server's confirmed state of `table/row_id` (a live shadow).
+pub(crate) fn confirmed_row(client: &Client, table: &str, row_id: &str) -> bool {
+    client
+        .with_connection(|c| {
+            Ok(c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2 AND deleted = 0)",
+                [table, row_id],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap_or(false)
+}
+
+/// Q2: every row of a rejected op that has no op left in the outbox shows the server-confirmed
+/// state (the shadow) in its plain columns: a rejection restores what the server holds.
+pub(crate) fn rejected_rows_show_server_state(
+    index: usize,
+    client: &Client,
+    schema: &Schema,
+    report: &mut SimReport,
+) {
+    let rejected = match client.rejected_ops() {
+        Ok(r) => r,
+        Err(e) => {
+            report
+                .violations
+                .push(format!("device {index}: rejected list unreadable: {e}"));
+            return;
+        }
+    };
+    let rows: std::collections::BTreeSet<(String, String)> =
+        rejected.into_iter().map(|r| (r.table, r.row_id)).collect();
+    for (table, row_id) in rows {
+        let Some(t) = schema.table(&table) else {
+            continue;
+        };
+        match row_matches_shadow(client, t, &row_id) {
+            Ok(None) => {}
+            Ok(Some(diff)) => report.violations.push(format!(
+                "Q2 device {index}: {table}/{row_id} after a rejection: {diff}"
+            )),
+            Err(e) => report
+                .violations
+                .push(format!("device {index}: {table}/{row_id}: {e}")),
+        }
+    }
+}
+
+/// `Some(difference)` when the visible row differs from the shadow in a plain column; `None`
+/// when it matches or ops on the row are still queued.
+fn row_matches_shadow(
+    client: &Client,
+    table: &burrow_core::Table,
+    row_id: &str,
+) -> Result<Option<String>, String> {
+    type Shadow = Option<(bool, i64, Vec<u8>)>;
+    let (queued, shadow): (bool, Shadow) = client
+        .with_connection(|c| {
+            let queued = c.query_row(
+                "SELECT EXISTS(SELECT 1 FROM _burrow_outbox WHERE tbl = ?1 AND row_id = ?2)",
+                rusqlite::params![table.name, row_id],
+                |r| r.get(0),
+            )?;
+            let shadow = c
+                .query_row(
+                    "SELECT deleted, seq, fields FROM _burrow_shadow WHERE tbl = ?1 AND id = ?2",
+                    rusqlite::params![table.name, row_id],
+                    |r| Ok((r.get::<_, i64>(0)? != 0, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            Ok((queued, shadow))
+        })
+        .map_err(|e| e.to_string())?;
+    if queued {
+        return Ok(None);
+    }
+    let visible = client
+        .query_json(&format!(
+            "SELECT * FROM \"{}\" WHERE id = '{}'",
+            table.name,
+            row_id.replace('\'', "''")
+        ))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next();
+    let confirmed = match shadow {
+        Some((false, seq, blob)) => Some(
+            burrow_proto::convert::server_row_from_parts(false, seq as u64, 0, &blob)
+                .map_err(|e| e.to_string())?,
+        ),
+        _ => None,
+    };
+    match (visible, confirmed) {
+        (None, None) => Ok(None),
+        (Some(_), None) => Ok(Some("visible, but the server holds no such row".into())),
+        (None, Some(_)) => Ok(Some("gone, but the server holds the row".into())),
+        (Some(v), Some(s)) => {
+            let differ: Vec<String> = table
+                .columns
+                .iter()
+                .filter(|c| !c.policy.is_merged())
+                .filter_map(|c| {
+                    let mine = v.get(&c.name).cloned().unwrap_or_default();
+                    let theirs = s
+                        .fields
+                        .get(&c.name)
+                        .map(|f| f.value.to_json())
+                        .unwrap_or_default();
+                    (mine != theirs).then(|| format!("{}: {mine} vs confirmed {theirs}", c.name))
+                })
+                .collect();
+            Ok((!differ.is_empty()).then(|| differ.join(", ")))
+        }
+    }
+}
+
+/// The queue of a device: outbox `(seq, ack_seq, staged)`, rejected ops and cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct QueueSnapshot {
+    outbox: Vec<(i64, Option<i64>, i64)>,
+    rejected: Vec<i64>,
+    cursor: (i64, i64),
+}
+
+/// Reads the device's queue.
+pub(crate) fn queue_snapshot(client: &Client) -> Result<QueueSnapshot, String> {
+    client
+        .with_connection(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT seq, ack_seq, staged FROM _burrow_outbox ORDER BY seq")?;
+            let outbox = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut stmt = c.prepare_cached("SELECT seq FROM _burrow_rejected ORDER BY seq")?;
+            let rejected = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let cursor = c.query_row(
+                "SELECT cursor_since, cursor_after FROM _burrow_local WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(QueueSnapshot {
+                outbox,
+                rejected,
+                cursor,
+            })
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// A1: a sync with an expired token fails, and leaves the outbox, the rejected list and the
+/// cursor exactly as they were (`before` is the queue when the sync started, `None` when the
+/// token was valid); a valid token is never refused.
+pub(crate) fn expiry_keeps_queue(
+    index: usize,
+    client: &Client,
+    before: Option<QueueSnapshot>,
+    result: &Result<burrow_client::SyncReport, burrow_client::Error>,
+    report: &mut SimReport,
+) {
+    let refused = matches!(
+        result,
+        Err(burrow_client::Error::Transport(
+            burrow_client::TransportError::Unauthorized { .. }
+        ))
+    );
+    let Some(before) = before else {
+        if refused {
+            report.violations.push(format!(
+                "A1 device {index}: a valid token was refused: {result:?}"
+            ));
+        }
+        return;
+    };
+    match result {
+        Ok(_) => report.violations.push(format!(
+            "A1 device {index}: a sync succeeded with an expired token"
+        )),
+        Err(burrow_client::Error::Transport(burrow_client::TransportError::Unauthorized {
+            code,
+            ..
+        })) if code != "token_expired" => report.violations.push(format!(
+            "A1 device {index}: an expired token was refused with {code}, not token_expired"
+        )),
+        Err(_) => {}
+    }
+    match queue_snapshot(client) {
+        Ok(after) if after == before => {}
+        Ok(after) => report.violations.push(format!(
+            "A1 device {index}: the queue changed while the token was expired: outbox {} -> {} ops, rejected {:?} -> {:?}, cursor {:?} -> {:?}",
+            before.outbox.len(),
+            after.outbox.len(),
+            before.rejected,
+            after.rejected,
+            before.cursor,
+            after.cursor
+        )),
+        Err(e) => report.violations.push(format!("device {index}: {e}")),
+    }
 }
 
 /// The server's whole conflict log.

@@ -130,6 +130,22 @@ pub struct Counters {
     pub resolutions: u64,
     /// Network changes the apps reported (offline, metered, low battery).
     pub network_changes: u64,
+    /// Ops the seeded poison rule refused at the server boundary (`poisoned_value`).
+    pub poison_refused: u64,
+    /// Ops the real server refused for a row id above its limit (`invalid_row_id`).
+    pub invalid_row_ids: u64,
+    /// Ops refused because another op of their local transaction was (`transaction_rejected`).
+    pub rejected_siblings: u64,
+    /// Refused ops the app sent again, edited to a valid value (`Client::retry_rejected`).
+    pub rejected_retried: u64,
+    /// Refused ops the app dropped (`Client::discard_rejected`).
+    pub rejected_discarded: u64,
+    /// Device tokens that expired.
+    pub token_expiries: u64,
+    /// Syncs the server refused with 401 `token_expired`.
+    pub auth_refusals: u64,
+    /// Fresh tokens the apps supplied after an expiry (`Transport::set_token`).
+    pub token_refreshes: u64,
 }
 
 impl Counters {
@@ -152,6 +168,14 @@ impl Counters {
         self.deletes += o.deletes;
         self.resolutions += o.resolutions;
         self.network_changes += o.network_changes;
+        self.poison_refused += o.poison_refused;
+        self.invalid_row_ids += o.invalid_row_ids;
+        self.rejected_siblings += o.rejected_siblings;
+        self.rejected_retried += o.rejected_retried;
+        self.rejected_discarded += o.rejected_discarded;
+        self.token_expiries += o.token_expiries;
+        self.auth_refusals += o.auth_refusals;
+        self.token_refreshes += o.token_refreshes;
     }
 
     /// Names of the counters that stayed at zero.
@@ -177,11 +201,83 @@ impl Counters {
             ("deletes", self.deletes),
             ("resolutions", self.resolutions),
             ("network_changes", self.network_changes),
+            ("poison_refused", self.poison_refused),
+            ("invalid_row_ids", self.invalid_row_ids),
+            ("rejected_siblings", self.rejected_siblings),
+            ("rejected_retried", self.rejected_retried),
+            ("rejected_discarded", self.rejected_discarded),
+            ("token_expiries", self.token_expiries),
+            ("auth_refusals", self.auth_refusals),
+            ("token_refreshes", self.token_refreshes),
         ];
         all.iter()
             .filter(|(_, n)| *n == 0)
             .map(|(name, _)| *name)
             .collect()
+    }
+}
+
+/// Stable code of an op the poison rule refused.
+pub const POISONED_VALUE: &str = "poisoned_value";
+
+/// The op class the simulated server refuses for good, chosen by the seed: every op on
+/// `table` that writes a `column` value starting with `prefix` (a rule of the server's
+/// deployment the devices' schema does not know). The server boundary answers such an op as
+/// the real server answers an op its validator refuses: a `rejected` outcome with a code and a
+/// reason, and `transaction_rejected` for the other ops of its local transaction, none of
+/// them applied or recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoisonRule {
+    /// The table.
+    pub table: &'static str,
+    /// The column.
+    pub column: &'static str,
+    /// Refused values start with this.
+    pub prefix: &'static str,
+}
+
+impl PoisonRule {
+    /// The rules a seed picks from (the workload writes poison-prefixed values to all three
+    /// columns; only the chosen one is refused).
+    pub const CHOICES: [PoisonRule; 3] = [
+        PoisonRule {
+            table: "items",
+            column: "title",
+            prefix: "poison",
+        },
+        PoisonRule {
+            table: "items",
+            column: "note",
+            prefix: "poison",
+        },
+        PoisonRule {
+            table: "batches",
+            column: "label",
+            prefix: "poison",
+        },
+    ];
+
+    /// Whether the rule refuses writing `value` to `table.column`.
+    pub fn refuses(&self, table: &str, column: &str, value: &str) -> bool {
+        table == self.table && column == self.column && value.starts_with(self.prefix)
+    }
+
+    /// The reason given with a refusal.
+    pub fn reason(&self) -> String {
+        format!(
+            "column \"{}.{}\": values starting with \"{}\" are refused (simulated poison rule)",
+            self.table, self.column, self.prefix
+        )
+    }
+
+    /// Whether wire op `op` is refused.
+    fn refuses_op(&self, op: &v1::Op) -> bool {
+        op.fields.iter().any(|f| {
+            matches!(
+                f.value.as_ref().and_then(|v| v.kind.as_ref()),
+                Some(v1::value::Kind::Text(t)) if self.refuses(&op.table, &f.column, t)
+            )
+        })
     }
 }
 
@@ -200,7 +296,10 @@ pub struct Net {
     pub counters: Mutex<Counters>,
     /// The last response of each client was lost (set per exchange, read by the nemesis).
     lost_last: Mutex<Vec<bool>>,
-    tokens: Vec<String>,
+    /// Each client's current bearer token (replaced by `Transport::set_token`).
+    tokens: Mutex<Vec<String>>,
+    /// The op class the server refuses for good, if any.
+    poison: Mutex<Option<PoisonRule>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -232,7 +331,8 @@ impl Net {
             held: Mutex::new(Vec::new()),
             counters: Mutex::new(Counters::default()),
             lost_last: Mutex::new(vec![false; clients]),
-            tokens,
+            tokens: Mutex::new(tokens),
+            poison: Mutex::new(None),
         };
         net.restart_server()?;
         Ok(net)
@@ -258,6 +358,54 @@ impl Net {
     /// The running server's state.
     pub fn server(&self) -> Option<Arc<AppState<SqliteServerStore>>> {
         lock(&self.server).clone()
+    }
+
+    /// Sets (or clears) the op class the server refuses for good.
+    pub fn set_poison_rule(&self, rule: Option<PoisonRule>) {
+        *lock(&self.poison) = rule;
+    }
+
+    /// Replaces the token client `c` presents from its next request on.
+    pub fn set_token(&self, c: usize, token: &str) {
+        if let Some(t) = lock(&self.tokens).get_mut(c) {
+            *t = token.to_string();
+        }
+    }
+
+    /// Takes out of `req` every local transaction with an op the poison rule refuses and
+    /// returns the outcomes the server gives them: the first refused op gets
+    /// [`POISONED_VALUE`], every other op of its transaction `transaction_rejected`, worded
+    /// as the real server words them.
+    fn refuse_poisoned(&self, req: &mut v1::SyncRequest) -> Vec<v1::OpOutcome> {
+        let Some(rule) = *lock(&self.poison) else {
+            return Vec::new();
+        };
+        let mut outcomes = Vec::new();
+        req.upload.retain(|ltx| {
+            let Some(bad) = ltx.ops.iter().find(|op| rule.refuses_op(op)) else {
+                return true;
+            };
+            let (bad_seq, why) = (bad.client_seq, rule.reason());
+            for op in &ltx.ops {
+                let (code, message) = if op.client_seq == bad_seq {
+                    (POISONED_VALUE.to_string(), why.clone())
+                } else {
+                    (
+                        "transaction_rejected".to_string(),
+                        format!("op {bad_seq} of the same transaction was rejected: {why}"),
+                    )
+                };
+                outcomes.push(v1::OpOutcome {
+                    client_seq: op.client_seq,
+                    kind: v1::OutcomeKind::Rejected as i32,
+                    code,
+                    message,
+                    ..Default::default()
+                });
+            }
+            false
+        });
+        outcomes
     }
 
     /// Replaces the faults of client `c`'s link.
@@ -308,7 +456,7 @@ impl Net {
         let Some(server) = self.server() else {
             return Err(TransportError::Network("server down".into()));
         };
-        let token = self.tokens.get(c).map(|t| format!("Bearer {t}"));
+        let token = lock(&self.tokens).get(c).map(|t| format!("Bearer {t}"));
         let claims =
             authenticate(&server, token.as_deref()).map_err(|e| TransportError::Unauthorized {
                 code: e.code().into(),
@@ -328,9 +476,8 @@ impl Net {
     pub async fn exchange(
         &self,
         c: usize,
-        req: v1::SyncRequest,
+        mut req: v1::SyncRequest,
     ) -> Result<(v1::SyncResponse, TrafficStats), TransportError> {
-        let body = encode_frame(&req).map_err(|e| TransportError::Decode(e.to_string()))?;
         let link = lock(&self.links).get(c).copied().unwrap_or_default();
         let lost = |why: &str| Err(TransportError::Network(why.to_string()));
         match link.partition {
@@ -348,6 +495,9 @@ impl Net {
             lock(&self.counters).flaky_drops += 1;
             return lost("flaky link dropped the request");
         }
+        // The server refuses the poisoned transactions and handles the rest of the request.
+        let refused = self.refuse_poisoned(&mut req);
+        let body = encode_frame(&req).map_err(|e| TransportError::Decode(e.to_string()))?;
         if self.roll(link.hold_pct) {
             lock(&self.held).push((c, body.clone()));
         }
@@ -355,7 +505,16 @@ impl Net {
             lock(&self.counters).duplicates += 1;
             let _ = self.deliver(c, &body).await;
         }
-        let answer = self.deliver(c, &body).await?;
+        let answer = match self.deliver(c, &body).await {
+            Ok(a) => a,
+            Err(e) => {
+                if matches!(&e, TransportError::Unauthorized { code, .. } if code == "token_expired")
+                {
+                    lock(&self.counters).auth_refusals += 1;
+                }
+                return Err(e);
+            }
+        };
         let response_lost = link.partition == Partition::ResponsesLost || self.roll(link.flaky_pct);
         if response_lost {
             lock(&self.counters).responses_lost += 1;
@@ -364,16 +523,24 @@ impl Net {
             }
             return lost("response lost");
         }
-        let resp: v1::SyncResponse =
+        let mut resp: v1::SyncResponse =
             decode_frame(&answer, 1 << 28).map_err(|e| TransportError::Decode(e.to_string()))?;
+        resp.outcomes.extend(refused);
         {
             let mut counters = lock(&self.counters);
             counters.exchanges_ok += 1;
-            counters.staged_parts += resp
-                .outcomes
-                .iter()
-                .filter(|o| o.kind == v1::OutcomeKind::Staged as i32)
-                .count() as u64;
+            for o in &resp.outcomes {
+                if o.kind == v1::OutcomeKind::Staged as i32 {
+                    counters.staged_parts += 1;
+                } else if o.kind == v1::OutcomeKind::Rejected as i32 {
+                    match o.code.as_str() {
+                        POISONED_VALUE => counters.poison_refused += 1,
+                        "invalid_row_id" => counters.invalid_row_ids += 1,
+                        "transaction_rejected" => counters.rejected_siblings += 1,
+                        _ => {}
+                    }
+                }
+            }
         }
         Ok((
             resp,
@@ -400,5 +567,9 @@ impl Transport for SimTransport {
         req: v1::SyncRequest,
     ) -> Result<(v1::SyncResponse, TrafficStats), TransportError> {
         self.net.exchange(self.index, req).await
+    }
+
+    fn set_token(&self, token: &str) {
+        self.net.set_token(self.index, token);
     }
 }

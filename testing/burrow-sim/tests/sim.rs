@@ -65,7 +65,12 @@ fn replay() {
         eprintln!("SEED not set; nothing to replay");
         return;
     };
-    let r = run(seed, &SimConfig::default());
+    // SIM_POISON_UNCONFIRMED=1 lets poisoned values land on unconfirmed rows (known client bug).
+    let cfg = SimConfig {
+        poison_unconfirmed_rows: std::env::var_os("SIM_POISON_UNCONFIRMED").is_some(),
+        ..SimConfig::default()
+    };
+    let r = run(seed, &cfg);
     eprintln!(
         "seed {seed}: trace {:016x}, {} writes, {:?}",
         r.trace_hash, r.writes, r.counters

@@ -13,4 +13,5 @@ mod migration;
 mod policies;
 mod quarantine;
 mod runner;
+mod selective;
 mod sync;

@@ -4,6 +4,7 @@
 //! PostgreSQL implements the same trait later.
 
 mod conflict_log;
+mod scope;
 mod sqlite;
 
 pub use sqlite::SqliteServerStore;
@@ -12,7 +13,9 @@ use crate::error::StoreError;
 use crate::validate::Rejection;
 use burrow_core::conflict::ConflictEntry;
 use burrow_core::resolve::CustomResolvers;
+use burrow_core::rules::{Denied, Subscription, SyncRules};
 use burrow_core::{ClaimSet, Cursor, Op, OutcomeKind, RowChange, Schema};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -24,16 +27,48 @@ pub struct ResolveEnv {
     pub schema: Arc<Schema>,
     /// `custom:NAME` resolvers by name.
     pub custom: Arc<CustomResolvers>,
+    /// Sync rules and write permissions (`burrow.toml`); `None`: every user reads and writes
+    /// everything.
+    pub rules: Option<Arc<SyncRules>>,
 }
 
 impl ResolveEnv {
-    /// An environment with no custom resolvers.
+    /// An environment with no custom resolvers and no sync rules.
     pub fn new(schema: Schema) -> ResolveEnv {
         ResolveEnv {
             schema: Arc::new(schema),
             custom: Arc::new(CustomResolvers::new()),
+            rules: None,
         }
     }
+}
+
+/// Where a client stands in selective sync (carried in its cursor; docs/protocol.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScopePosition {
+    /// Hash of the bucket set the client holds completely (0 = none yet).
+    pub scope: u64,
+    /// Catch-up of newly granted buckets: rows up to this sequence were sent.
+    pub catchup_after: u64,
+    /// Hash of the buckets being caught up.
+    pub catchup_target: u64,
+}
+
+/// What a pull under sync rules needs to know about the requester.
+#[derive(Debug, Clone)]
+pub struct ScopeRequest {
+    /// The rules.
+    pub rules: Arc<SyncRules>,
+    /// The served schema (column types for lookups).
+    pub schema: Arc<Schema>,
+    /// The requester's token claims (`sub`, `role`, …).
+    pub claims: ClaimSet,
+    /// The app's subscriptions to parameterised streams.
+    pub subscriptions: Vec<Subscription>,
+    /// Server time, for `today()`.
+    pub now_ms: u64,
+    /// Where the client stands.
+    pub position: ScopePosition,
 }
 
 /// One uploaded op after validation.
@@ -87,21 +122,28 @@ pub struct IngestResult {
     /// The head sequence after the commit: a client whose cursor reaches it holds the
     /// results of all these ops.
     pub head_seq: u64,
+    /// Under sync rules: the buckets the commit wrote to (live pushes go to their holders);
+    /// `None` when anyone may be concerned (no rules, or a write to a table lookups read).
+    pub touched: Option<BTreeSet<String>>,
 }
 
 /// A download request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PullRequest {
     /// Where the client is.
     pub cursor: Cursor,
     /// Upper bound on the page's uncompressed size.
     pub page_bytes_max: usize,
+    /// Most rows the page reads (rows left out as the client's own count too).
+    pub page_rows_max: usize,
     /// Leave out fields (and tombstones) last written by this replica: the client learnt
     /// them from its ops' outcomes. `None` sends everything.
     pub exclude_replica: Option<u64>,
     /// The requesting device's replica tag: conflict records are sent only to the devices
     /// involved in them.
     pub audience: u64,
+    /// Selective sync: read only what the rules grant the requester (`None`: everything).
+    pub scope: Option<ScopeRequest>,
 }
 
 /// One page of changes.
@@ -115,6 +157,12 @@ pub struct Page {
     pub more: bool,
     /// The server's head sequence when the page was read.
     pub head_seq: u64,
+    /// Selective sync: the position to store with the cursor.
+    pub position: ScopePosition,
+    /// Subscriptions the rules refused, with the reason.
+    pub refused: Vec<(Subscription, Denied)>,
+    /// Under sync rules: the buckets the requester holds now.
+    pub grants: Option<BTreeSet<String>>,
 }
 
 /// The server's storage backend.
@@ -124,6 +172,14 @@ pub trait ServerStore: Send + Sync + 'static {
         &self,
         req: IngestRequest,
     ) -> impl Future<Output = Result<IngestResult, StoreError>> + Send;
+
+    /// Prepares the selective-sync index for `rules` (rebuilt when the rules changed since
+    /// the last start). Called once at startup, before any request.
+    fn install_rules(
+        &self,
+        rules: Arc<SyncRules>,
+        schema: Arc<Schema>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Reads one page of changes after the cursor.
     fn pull(&self, req: PullRequest) -> impl Future<Output = Result<Page, StoreError>> + Send;

@@ -94,6 +94,7 @@ impl SqliteServerStore {
         let writer = open_conn(path)?;
         writer.execute_batch(SCHEMA_SQL)?;
         conflict_log::migrate(&writer)?;
+        writer.execute_batch(super::scope::SCOPE_SQL)?;
         let reader = open_conn(path)?;
         Ok(SqliteServerStore {
             writer: Arc::new(Mutex::new(writer)),
@@ -316,6 +317,7 @@ fn ingest_tx(
     tx_id: u64,
     ops: &[IngestOp],
     head: &mut u64,
+    touched: &mut Option<std::collections::BTreeSet<String>>,
 ) -> Result<Vec<OpResult>, StoreError> {
     let uploader = Uploader {
         client_id: &req.client_id,
@@ -360,6 +362,24 @@ fn ingest_tx(
             }
         }
     }
+    if let Some(rules) = req.env.rules.as_ref().filter(|r| r.has_permissions()) {
+        let fresh_ops: Vec<&burrow_core::Op> =
+            fresh.iter().filter_map(|(_, o)| o.op.as_ref().ok()).collect();
+        if let Some((bad_seq, denied)) =
+            super::scope::check_permissions(tx, rules, &req.env.schema, &req.claims, req.now_ms, &fresh_ops)?
+        {
+            // A forbidden op has no effect, and neither has its local transaction.
+            let mut all = reject_all(ops, bad_seq, &denied.reason);
+            if let Some(entry) = all.iter_mut().find(|(s, _, _)| *s == bad_seq) {
+                entry.1 = OutcomeKind::Rejected {
+                    code: denied.code.to_string(),
+                    message: denied.reason,
+                };
+            }
+            return Ok(all);
+        }
+    }
+    let index_rules = req.env.rules.as_ref().filter(|r| r.has_streams() || !r.lookup_tables().is_empty());
     for (slot, o) in fresh {
         let Ok(op) = &o.op else { continue };
         if op.table == CONFLICTS_TABLE {
@@ -397,6 +417,18 @@ fn ingest_tx(
                 row.replica as i64,
                 stored_fields_to_bytes(row)
             ])?;
+            if let Some(rules) = index_rules {
+                super::scope::index_row(
+                    tx,
+                    rules,
+                    &req.env.schema,
+                    &op.table,
+                    &op.row_id,
+                    row,
+                    seq,
+                    touched,
+                )?;
+            }
             seq
         } else {
             0
@@ -476,6 +508,12 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
         r.get::<_, i64>(0)
     })? as u64;
     let mut outcomes = Vec::new();
+    let mut touched = req
+        .env
+        .rules
+        .as_ref()
+        .filter(|r| r.has_streams())
+        .map(|_| std::collections::BTreeSet::new());
     for ltx in &req.txs {
         // Any storage error aborts the whole request (the transaction rolls back on drop):
         // the client retries it, and nothing is half-applied.
@@ -494,7 +532,7 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
             (false, _) => {
                 let mut all = take_staged(&tx, node, ltx.tx_id)?;
                 all.extend(ltx.ops.iter().cloned());
-                ingest_tx(&tx, &req, node, ltx.tx_id, &all, &mut head)?
+                ingest_tx(&tx, &req, node, ltx.tx_id, &all, &mut head, &mut touched)?
             }
         };
         outcomes.append(&mut o);
@@ -513,6 +551,7 @@ fn ingest_blocking(conn: &mut Connection, req: IngestRequest) -> Result<IngestRe
     Ok(IngestResult {
         outcomes,
         head_seq: head,
+        touched,
     })
 }
 
@@ -553,6 +592,7 @@ fn row_change_from_stored(
             deleted,
             fields: vec![],
             hlc: burrow_core::Hlc(hlc),
+            evicted: false,
         };
         return Ok((!own(replica)).then_some(change));
     }
@@ -588,7 +628,71 @@ fn row_change_from_stored(
         deleted,
         fields,
         hlc: burrow_core::Hlc(hlc),
+        evicted: false,
     }))
+}
+
+/// Reads one stored row and builds the change sent for it (`None`: nothing to send).
+fn read_change(
+    tx: &Connection,
+    table: &str,
+    row_id: &str,
+    since: u64,
+    exclude_replica: Option<u64>,
+) -> Result<Option<RowChange>, StoreError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT seq, deleted, hlc, fields, replica FROM rows WHERE tbl = ?1 AND id = ?2",
+    )?;
+    let mut rows = stmt.query(params![table, row_id])?;
+    let Some(r) = rows.next()? else {
+        return Ok(None);
+    };
+    let blob = r.get_ref(3)?.as_blob().map_err(rusqlite::Error::from)?;
+    let stored = StoredRowRef {
+        table: table.to_string(),
+        row_id: row_id.to_string(),
+        seq: r.get::<_, i64>(0)? as u64,
+        deleted: r.get(1)?,
+        hlc: r.get::<_, i64>(2)? as u64,
+        replica: r.get::<_, i64>(4)? as u64,
+        fields: blob,
+    };
+    row_change_from_stored(stored, since, exclude_replica)
+}
+
+/// A pull under sync rules (see `scope`); the caller saves `new_scope` with the writer.
+fn pull_scoped_blocking(
+    conn: &mut Connection,
+    req: PullRequest,
+) -> Result<(Page, Option<(u64, std::collections::BTreeSet<burrow_core::rules::BucketKey>)>), StoreError>
+{
+    fail::fail_point!("server-pull", |_| Err(crate::error::injected(
+        "server-pull"
+    )));
+    let tx = conn.transaction()?;
+    let head = tx.query_row("SELECT value FROM meta WHERE key = 'head_seq'", [], |r| {
+        r.get::<_, i64>(0)
+    })? as u64;
+    let Some(scope) = req.scope.as_ref() else {
+        return Err(StoreError::Rules("a scoped pull needs its rules".into()));
+    };
+    let conn_ref: &Connection = &tx;
+    let mut reader = |t: &str, id: &str, since: u64, exclude: Option<u64>| {
+        read_change(conn_ref, t, id, since, exclude)
+    };
+    let out = super::scope::pull_scoped(conn_ref, &req, scope, head, &mut reader, &scope.schema)?;
+    Ok((
+        Page {
+            changes: out.changes,
+            cursor: out.cursor,
+            more: out.more,
+            head_seq: head,
+            position: out.position,
+            refused: out.refused,
+            grants: Some(out.grants.into_iter().map(|b| b.0).collect()),
+        },
+        out.new_scope,
+    ))
 }
 
 fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreError> {
@@ -602,6 +706,7 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
     let Cursor { since, after } = req.cursor;
     let mut changes = Vec::new();
     let mut bytes = 0usize;
+    let mut rows_read = 0usize;
     let mut last = after;
     let mut more = false;
     {
@@ -614,7 +719,7 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
             conflict_log::audience_pattern(req.audience)
         ])?;
         while let Some(r) = rows.next()? {
-            if bytes >= req.page_bytes_max {
+            if bytes >= req.page_bytes_max || rows_read >= req.page_rows_max.max(1) {
                 more = true;
                 break;
             }
@@ -623,6 +728,7 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
             let seq = r.get::<_, i64>(2)? as u64;
             let deleted: bool = r.get(3)?;
             last = seq;
+            rows_read += 1;
             let blob = r.get_ref(5)?.as_blob().map_err(rusqlite::Error::from)?;
             bytes += blob.len() + table.len() + id.len() + 16;
             let hlc = r.get::<_, i64>(4)? as u64;
@@ -651,6 +757,9 @@ fn pull_blocking(conn: &mut Connection, req: PullRequest) -> Result<Page, StoreE
         cursor,
         more,
         head_seq: head,
+        position: super::ScopePosition::default(),
+        refused: Vec::new(),
+        grants: None,
     })
 }
 
@@ -660,7 +769,30 @@ impl ServerStore for SqliteServerStore {
     }
 
     async fn pull(&self, req: PullRequest) -> Result<Page, StoreError> {
-        Self::blocking(self.reader.clone(), move |c| pull_blocking(c, req)).await
+        if req.scope.is_none() {
+            return Self::blocking(self.reader.clone(), move |c| pull_blocking(c, req)).await;
+        }
+        let (page, new_scope) =
+            Self::blocking(self.reader.clone(), move |c| pull_scoped_blocking(c, req)).await?;
+        if let Some((hash, buckets)) = new_scope {
+            // Remember the set before the client can name it in a cursor.
+            Self::blocking(self.writer.clone(), move |c| {
+                super::scope::save_scope(c, hash, &buckets)
+            })
+            .await?;
+        }
+        Ok(page)
+    }
+
+    async fn install_rules(
+        &self,
+        rules: Arc<burrow_core::rules::SyncRules>,
+        schema: Arc<burrow_core::Schema>,
+    ) -> Result<(), StoreError> {
+        Self::blocking(self.writer.clone(), move |c| {
+            super::scope::install(c, &rules, &schema, super::scope::fingerprint(&rules))
+        })
+        .await
     }
 
     async fn client_owner(&self, client_id: &str) -> Result<Option<String>, StoreError> {
