@@ -38,7 +38,12 @@ ref = { type = "text", references = "t" }
 
 /// The names of the fuzz targets, which are also the directory names under `corpus-seed/` and
 /// `regressions/`.
-pub const TARGETS: [&str; 4] = ["sync_request", "schema_file", "batch_validator", "sync_rules"];
+pub const TARGETS: [&str; 4] = [
+    "sync_request",
+    "schema_file",
+    "batch_validator",
+    "sync_rules",
+];
 
 /// Runs the check of target `name` on `data`. Returns false for an unknown target.
 pub fn run_target(name: &str, data: &[u8]) -> bool {
@@ -314,10 +319,29 @@ pub fn sync_rules(data: &[u8]) {
         return;
     };
     let mut lookup = MemoryLookup::new()
-        .with_row("routes", &[("id", Value::Text("r1".into())), ("driver_id", Value::Text("ann".into())), ("day", Value::Text("2026-11-26".into()))])
-        .with_row("jobs", &[("id", Value::Text("j1".into())), ("technician_id", Value::Text("ann".into()))]);
-    let claims = ClaimSet::new().with("sub", "ann").with("role", "driver").with("zones", "1");
-    let ctx = EvalContext { claims: &claims, now_ms: 1_790_000_000_000 };
+        .with_row(
+            "routes",
+            &[
+                ("id", Value::Text("r1".into())),
+                ("driver_id", Value::Text("ann".into())),
+                ("day", Value::Text("2026-11-26".into())),
+            ],
+        )
+        .with_row(
+            "jobs",
+            &[
+                ("id", Value::Text("j1".into())),
+                ("technician_id", Value::Text("ann".into())),
+            ],
+        );
+    let claims = ClaimSet::new()
+        .with("sub", "ann")
+        .with("role", "driver")
+        .with("zones", "1");
+    let ctx = EvalContext {
+        claims: &claims,
+        now_ms: 1_790_000_000_000,
+    };
     let row = |c: &str| -> Option<Value> {
         match c {
             "id" => Some(Value::Text("s1".into())),
@@ -331,13 +355,25 @@ pub fn sync_rules(data: &[u8]) {
         let a = rules.row_buckets(table, &row);
         let b = rules.row_buckets(table, &row);
         assert_eq!(a, b, "row buckets are not deterministic");
-        let _ = rules.check_write(&ctx, table, Action::Update, &["status"], Some(&row), Some(&row), &mut lookup);
+        let _ = rules.check_write(
+            &ctx,
+            table,
+            Action::Update,
+            &["status"],
+            Some(&row),
+            Some(&row),
+            &mut lookup,
+        );
     }
     let subs: Vec<Subscription> = rules
         .streams()
         .map(|s| Subscription {
             stream: s.name().to_string(),
-            params: s.params().keys().map(|k| (k.clone(), Value::Text("j1".into()))).collect(),
+            params: s
+                .params()
+                .keys()
+                .map(|k| (k.clone(), Value::Text("j1".into())))
+                .collect(),
         })
         .collect();
     for s in &subs {

@@ -63,6 +63,23 @@ enum Which {
         #[arg(long, default_value_t = 200)]
         samples: usize,
     },
+    /// Selective sync's cost follows the subset: one driver's initial sync from a server
+    /// holding `drivers × rows-per-driver` shipments vs a tenth of that, and a driver's day
+    /// over the `edge` profile (the delivery example's sync rules).
+    Scope {
+        /// Drivers in the large database (the small one has a tenth).
+        #[arg(long, default_value_t = 1_000)]
+        drivers: usize,
+        /// Shipments per driver.
+        #[arg(long, default_value_t = 1_000)]
+        rows_per_driver: usize,
+        /// Shipments of the driver synced over EDGE.
+        #[arg(long, default_value_t = 2_000)]
+        edge_rows: usize,
+        /// Link profile for that run.
+        #[arg(long, default_value = "edge")]
+        profile: String,
+    },
     /// Sync over a simulated EDGE link (through the fault proxy): draining an offline queue,
     /// and a critical op behind bulk uploads.
     Edge {
@@ -353,6 +370,24 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                     seed,
                 };
                 crate::bench_edge::run(&options, reps, args.json).await
+            }
+            Which::Scope {
+                drivers,
+                rows_per_driver,
+                edge_rows,
+                profile,
+            } => {
+                let options = crate::bench_scope::ScopeOptions {
+                    drivers,
+                    rows_per_driver,
+                    edge_rows,
+                    profile: profile.parse()?,
+                    reps,
+                };
+                let (result, lines) = crate::bench_scope::run(&options).await?;
+                let lines: Vec<(&str, String)> =
+                    lines.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+                print_result(&result, args.json, &lines)
             }
         }
     })?;

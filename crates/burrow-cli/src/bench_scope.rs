@@ -67,23 +67,39 @@ async fn seed(drivers: &[(String, usize)], day: &str) -> Result<Seeded> {
     std::fs::create_dir_all(&data)?;
     let secret = b"bench-scope".to_vec();
     {
-        let store = burrow_server::store::SqliteServerStore::open(&data.join(burrow_server::DB_FILE))?;
+        let store =
+            burrow_server::store::SqliteServerStore::open(&data.join(burrow_server::DB_FILE))?;
         let mut env = ResolveEnv::new(schema.clone());
         env.rules = Some(rules.clone());
         let mut ops = Vec::new();
         for (d, n) in drivers {
-            ops.push(("routes", format!("route-{d}"), vec![
-                ("driver_id", text(d.clone())),
-                ("day", text(day.to_string())),
-            ]));
+            ops.push((
+                "routes",
+                format!("route-{d}"),
+                vec![
+                    ("driver_id", text(d.clone())),
+                    ("day", text(day.to_string())),
+                ],
+            ));
             for i in 0..*n {
-                ops.push(("shipments", format!("{d}-s{i:05}"), vec![
-                    ("route_id", text(format!("route-{d}"))),
-                    ("status", text("planned".into())),
-                    ("address", text(format!("{} Harbour Road, Unit {}, 4021 Portsmouth", 1 + i % 997, i % 40))),
-                    ("recipient", text(format!("Customer {i:06}"))),
-                    ("weight_kg", Value::Real(1.0 + (i % 300) as f64 / 10.0)),
-                ]));
+                ops.push((
+                    "shipments",
+                    format!("{d}-s{i:05}"),
+                    vec![
+                        ("route_id", text(format!("route-{d}"))),
+                        ("status", text("planned".into())),
+                        (
+                            "address",
+                            text(format!(
+                                "{} Harbour Road, Unit {}, 4021 Portsmouth",
+                                1 + i % 997,
+                                i % 40
+                            )),
+                        ),
+                        ("recipient", text(format!("Customer {i:06}"))),
+                        ("weight_kg", Value::Real(1.0 + (i % 300) as f64 / 10.0)),
+                    ],
+                ));
             }
         }
         let mut seq = 0u64;
@@ -125,7 +141,9 @@ async fn seed(drivers: &[(String, usize)], day: &str) -> Result<Seeded> {
                     client_id: "bench-office".into(),
                     txs,
                     now_ms: now_ms(),
-                    claims: ClaimSet::new().with("sub", "office").with("role", "dispatcher"),
+                    claims: ClaimSet::new()
+                        .with("sub", "office")
+                        .with("role", "dispatcher"),
                     clock_offset_ms: 0,
                     env: env.clone(),
                 })
@@ -149,7 +167,13 @@ async fn seed(drivers: &[(String, usize)], day: &str) -> Result<Seeded> {
 impl Seeded {
     fn driver_token(&self, user: &str) -> Result<String> {
         let extra = BTreeMap::from([("role".to_string(), serde_json::json!("driver"))]);
-        Ok(burrow_server::auth::mint(&self.secret, user, extra, now_ms() / 1000, 86_400)?)
+        Ok(burrow_server::auth::mint(
+            &self.secret,
+            user,
+            extra,
+            now_ms() / 1000,
+            86_400,
+        )?)
     }
 
     /// One empty device of `user` syncs to the head via `url`: (wall seconds, bytes down,
@@ -208,13 +232,25 @@ pub async fn run(o: &ScopeOptions) -> Result<(serde_json::Value, Vec<(String, St
         let schema = Schema::from_toml_str(EXAMPLE_SCHEMA)?;
         SyncRules::parse(EXAMPLE_RULES, &schema)?.today(now_ms())
     };
-    let s = seed(&[("edge-driver".to_string(), o.edge_rows), ("other".to_string(), o.edge_rows)], &day).await?;
+    let s = seed(
+        &[
+            ("edge-driver".to_string(), o.edge_rows),
+            ("other".to_string(), o.edge_rows),
+        ],
+        &day,
+    )
+    .await?;
     let mut edge_walls = Vec::new();
     let mut edge_bytes = Vec::new();
     for rep in 0..o.reps {
-        let proxy = burrow_proxy::spawn("127.0.0.1:0", s.server.local_addr(), o.profile.clone(), rep as u64 + 1)
-            .await
-            .context("starting the proxy")?;
+        let proxy = burrow_proxy::spawn(
+            "127.0.0.1:0",
+            s.server.local_addr(),
+            o.profile.clone(),
+            rep as u64 + 1,
+        )
+        .await
+        .context("starting the proxy")?;
         let (wall, down, rows) = s
             .initial_sync("edge-driver", &proxy.url(), &format!("edge-{rep}"))
             .await?;
@@ -238,16 +274,30 @@ pub async fn run(o: &ScopeOptions) -> Result<(serde_json::Value, Vec<(String, St
     });
     let lines = vec![
         (
-            format!("driver initial sync, {} of {} shipments", o.rows_per_driver, large.1 * o.rows_per_driver),
+            format!(
+                "driver initial sync, {} of {} shipments",
+                o.rows_per_driver,
+                large.1 * o.rows_per_driver
+            ),
             format!("{:.3} s, {:.0} B down", large.2, large.3),
         ),
         (
-            format!("driver initial sync, {} of {} shipments", o.rows_per_driver, small.1 * o.rows_per_driver),
+            format!(
+                "driver initial sync, {} of {} shipments",
+                o.rows_per_driver,
+                small.1 * o.rows_per_driver
+            ),
             format!("{:.3} s, {:.0} B down", small.2, small.3),
         ),
-        ("ratio large / small (target ≤ 1.5)".to_string(), format!("{ratio:.2}")),
         (
-            format!("driver's day over {} ({} rows; target ≤ 10 s)", o.profile.name, o.edge_rows),
+            "ratio large / small (target ≤ 1.5)".to_string(),
+            format!("{ratio:.2}"),
+        ),
+        (
+            format!(
+                "driver's day over {} ({} rows; target ≤ 10 s)",
+                o.profile.name, o.edge_rows
+            ),
             format!("{edge:.2} s"),
         ),
         (

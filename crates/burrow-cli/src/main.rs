@@ -5,6 +5,7 @@ mod bench;
 mod bench_edge;
 mod bench_live;
 mod bench_policies;
+mod bench_scope;
 mod cli_client;
 mod demo;
 mod duration;

@@ -61,8 +61,14 @@ pub fn serve(args: ServeArgs) -> Result<ExitCode> {
             .with_context(context)?;
         file.apply(&mut config).with_context(context)?;
         // A bad rule stops the server with a message naming the rule and the position.
-        let rules = burrow_core::rules::SyncRules::parse(&text, &config.schema)
-            .with_context(context)?;
+        let rules =
+            burrow_core::rules::SyncRules::parse(&text, &config.schema).with_context(context)?;
+        if rules.has_streams() && !rules.has_permissions() {
+            eprintln!(
+                "warning: {} has sync rules but no [[permissions]]: every user may write every row",
+                path.display()
+            );
+        }
         if !rules.is_empty() {
             config.rules = Some(std::sync::Arc::new(rules));
         }

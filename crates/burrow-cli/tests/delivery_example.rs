@@ -112,7 +112,11 @@ fn the_delivery_example_serves_a_driver_todays_route_only() {
 
     let phone = dir.path().join("ann.db");
     client(&phone, &ann, &["sync", "--server", &url]);
-    let rows = client(&phone, &ann, &["query", "--json", "SELECT id FROM shipments ORDER BY id"]);
+    let rows = client(
+        &phone,
+        &ann,
+        &["query", "--json", "SELECT id FROM shipments ORDER BY id"],
+    );
     let rows: serde_json::Value = serde_json::from_str(&rows).unwrap();
     assert_eq!(rows, serde_json::json!([{"id": "s1"}]));
     let rows = client(&phone, &ann, &["query", "--json", "SELECT id FROM routes"]);
@@ -121,15 +125,37 @@ fn the_delivery_example_serves_a_driver_todays_route_only() {
         serde_json::json!([{"id": "r1"}])
     );
     // She may sign s1 but not re-address it.
-    client(&phone, &ann, &["exec", "UPDATE shipments SET status = 'delivered', signature = 'Ann' WHERE id = 's1'"]);
-    client(&phone, &ann, &["exec", "UPDATE shipments SET address = 'Elsewhere' WHERE id = 's1'"]);
+    client(
+        &phone,
+        &ann,
+        &[
+            "exec",
+            "UPDATE shipments SET status = 'delivered', signature = 'Ann' WHERE id = 's1'",
+        ],
+    );
+    client(
+        &phone,
+        &ann,
+        &[
+            "exec",
+            "UPDATE shipments SET address = 'Elsewhere' WHERE id = 's1'",
+        ],
+    );
     client(&phone, &ann, &["sync", "--server", &url]);
     let rejected = client(&phone, &ann, &["rejected", "--json"]);
     let rejected: serde_json::Value = serde_json::from_str(&rejected).unwrap();
     assert_eq!(rejected.as_array().unwrap().len(), 1);
     assert_eq!(rejected[0]["code"], "permission_denied");
     client(&office, &dispatcher, &["sync", "--server", &url]);
-    let s1 = client(&office, &dispatcher, &["query", "--json", "SELECT status, address FROM shipments WHERE id = 's1'"]);
+    let s1 = client(
+        &office,
+        &dispatcher,
+        &[
+            "query",
+            "--json",
+            "SELECT status, address FROM shipments WHERE id = 's1'",
+        ],
+    );
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&s1).unwrap(),
         serde_json::json!([{"status": "delivered", "address": "Main St 1"}])

@@ -96,9 +96,6 @@ fn config_file_limits_and_audience_apply_to_the_server() {
     let (_server, addr) = serve(
         dir.path(),
         r#"
-        [rules]
-        owned_by_someone_else = true
-
         [auth]
         audience = "burrow-test"
 

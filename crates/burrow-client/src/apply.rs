@@ -464,9 +464,12 @@ pub fn restore_visible(
         Some(shadow) => write_visible(tx, table, row_id, &shadow, columns),
         None => {
             if row_mask(tx, &table.name, row_id)?.is_empty() {
-                delete_visible(tx, table, row_id)?;
+                delete_visible(tx, table, row_id)
+            } else {
+                // The server holds no such row, but later pending ops on it remain: show what
+                // they will make of it (their values, NULL for the rest), as the server will.
+                write_visible(tx, table, row_id, &ServerRow::default(), columns)
             }
-            Ok(())
         }
     }
 }

@@ -34,6 +34,13 @@ type InFlight<'a> = std::pin::Pin<
 /// Default upper bound on one downloaded page (uncompressed).
 pub const PAGE_BYTES_MAX: u32 = 4 << 20;
 
+/// A request carrying the bulk lane holds about this many seconds of upload.
+pub const BULK_REQUEST_SECS: usize = 1;
+/// The smallest bulk request (bytes), whatever the measured rate.
+pub const BULK_REQUEST_BYTES_MIN: usize = 16 << 10;
+/// The bulk request size before any upload rate is measured.
+pub const BULK_REQUEST_BYTES_START: usize = 64 << 10;
+
 /// Tunables of a client; `Default` is right for apps.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -104,6 +111,8 @@ pub struct Client {
     write_wake: tokio::sync::Notify,
     /// The upload waiting for the server's answer, if any ([`Status::in_flight`]).
     in_flight: Mutex<Option<InFlightStatus>>,
+    /// Measured upload bytes per second (sizes bulk requests).
+    upload_rate: std::sync::atomic::AtomicU64,
 }
 
 /// An upload on its way: what a status screen shows as "sending".
@@ -410,6 +419,7 @@ impl Client {
             retry_wake: tokio::sync::Notify::new(),
             write_wake: tokio::sync::Notify::new(),
             in_flight: Mutex::new(None),
+            upload_rate: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -773,8 +783,11 @@ impl Client {
                     let batch = outbox::read_batch(
                         &mut conn,
                         &self.schema,
-                        self.options.upload_ops_max,
-                        self.options.upload_bytes_max,
+                        outbox::BatchLimits {
+                            ops_max: self.options.upload_ops_max,
+                            bytes_max: self.options.upload_bytes_max,
+                            bulk_bytes_max: self.bulk_bytes_max(),
+                        },
                         &allowed,
                         Some(&mut lock(&self.journal)),
                     )?;
@@ -793,19 +806,24 @@ impl Client {
                     (batch, f)
                 }
             };
+            let sent_at = self.now_ms();
             if batch.op_count > 0 {
-                self.set_in_flight(Some(InFlightStatus::of(&batch, self.now_ms())));
+                self.set_in_flight(Some(InFlightStatus::of(&batch, sent_at)));
             }
             let answer = in_flight.await;
             if batch.op_count > 0 {
                 self.set_in_flight(None);
+                if let Ok((_, traffic)) = &answer {
+                    self.note_upload_rate(traffic.bytes_up, self.now_ms().saturating_sub(sent_at));
+                }
             }
             let (resp, traffic) = match answer {
                 Ok(answer) => answer,
                 Err(e) if batch.op_count > 0 && upload_refused(&e) => {
                     // Downloads never wait for uploads: the server answered but refused this
                     // upload (busy, 503, …); pull what it has before backing off.
-                    self.pull_only(transport, deadline_ms, &mut report, &subs).await;
+                    self.pull_only(transport, deadline_ms, &mut report, &subs)
+                        .await;
                     return Err(e.into());
                 }
                 Err(e) => return Err(e.into()),
@@ -865,7 +883,7 @@ impl Client {
             let Ok(cursor) = self.wire_cursor() else {
                 return;
             };
-            let req = self.request(&outbox::Batch::default(), cursor, &subs);
+            let req = self.request(&outbox::Batch::default(), cursor, subs);
             let (resp, traffic) = match transport.sync(req).await {
                 Ok(answer) => answer,
                 Err(e) => {
@@ -877,7 +895,7 @@ impl Client {
             report.bytes_up += traffic.bytes_up;
             report.bytes_down += traffic.bytes_down;
             let more = resp.more;
-            if let Err(e) = self.apply_response(resp, report, &subs) {
+            if let Err(e) = self.apply_response(resp, report, subs) {
                 tracing::warn!(error = %e, "could not apply a download after a refused upload");
                 return;
             }
@@ -885,6 +903,31 @@ impl Client {
                 return;
             }
         }
+    }
+
+    /// Upload bytes per second seen on the last request that carried ops (an exponential
+    /// average; 0 = not measured yet).
+    fn note_upload_rate(&self, bytes: u64, elapsed_ms: u64) {
+        if bytes < BULK_REQUEST_BYTES_MIN as u64 {
+            return; // too small to say anything about bandwidth
+        }
+        let rate = bytes.saturating_mul(1000) / elapsed_ms.max(1);
+        let old = self.upload_rate.load(Ordering::Relaxed);
+        let new = if old == 0 { rate } else { (old + rate) / 2 };
+        self.upload_rate.store(new, Ordering::Relaxed);
+    }
+
+    /// How many bytes a request carrying the bulk lane may hold: about
+    /// [`BULK_REQUEST_SECS`] of upload at the measured rate, so a critical op written during
+    /// a bulk upload waits little; small until a rate is measured.
+    fn bulk_bytes_max(&self) -> usize {
+        let rate = self.upload_rate.load(Ordering::Relaxed) as usize;
+        let fit = if rate == 0 {
+            BULK_REQUEST_BYTES_START
+        } else {
+            rate.saturating_mul(BULK_REQUEST_SECS)
+        };
+        fit.clamp(BULK_REQUEST_BYTES_MIN, self.options.upload_bytes_max.max(1))
     }
 
     fn set_in_flight(&self, status: Option<InFlightStatus>) {
@@ -966,6 +1009,14 @@ impl Client {
         let mut conn = lock(&self.conn);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("UPDATE _burrow_local SET applying = 1 WHERE id = 1", [])?;
+        // An op refused for its own reason is recorded with that reason before its siblings
+        // drag it along as `transaction_rejected`.
+        for o in resp.outcomes.iter().filter(|o| {
+            o.kind == v1::OutcomeKind::Rejected as i32 && o.code != "transaction_rejected"
+        }) {
+            report.ops_rejected +=
+                self.reject_with_transaction(&tx, o.client_seq, &o.code, &o.message)?;
+        }
         let mut answered = 0;
         for o in &resp.outcomes {
             answered += 1;

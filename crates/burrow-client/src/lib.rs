@@ -28,6 +28,6 @@ pub use client::{
 pub use error::{Error, Result};
 pub use network::{Network, NetworkPolicy, NetworkState};
 pub use recovery::Recovery;
-pub use subscriptions::SubscriptionStatus;
 pub use runner::{RunOptions, SyncEvent, SyncState, TokenProvider};
+pub use subscriptions::SubscriptionStatus;
 pub use transport::{HttpTransport, TrafficStats, Transport, TransportError};

@@ -5,7 +5,7 @@ use crate::sql_value::from_trigger_json;
 use burrow_core::conflict::CONFLICTS_TABLE;
 use burrow_core::resolve::crdt_kind;
 use burrow_core::{FieldValue, Hlc, Op, OpKind, Schema, Value};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 /// Most ops in one upload request; a larger local transaction is sent in parts.
 pub const UPLOAD_OPS_MAX: usize = 5_000;
@@ -34,6 +34,29 @@ pub struct Unsendable {
     pub code: &'static str,
     /// Why.
     pub reason: String,
+}
+
+/// How much one upload request may carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most ops.
+    pub ops_max: usize,
+    /// Most bytes (approximate, uncompressed).
+    pub bytes_max: usize,
+    /// Most bytes when the request carries the bulk lane: about a second of upload at the
+    /// measured rate, so a critical op written meanwhile waits little.
+    pub bulk_bytes_max: usize,
+}
+
+impl BatchLimits {
+    /// Limits without a separate bulk size.
+    pub fn new(ops_max: usize, bytes_max: usize) -> BatchLimits {
+        BatchLimits {
+            ops_max,
+            bytes_max,
+            bulk_bytes_max: bytes_max,
+        }
+    }
 }
 
 /// Ops ready to upload, grouped by local transaction in outbox order.
@@ -281,7 +304,7 @@ fn upload_tx_order(
     tx: &rusqlite::Transaction<'_>,
     schema: &Schema,
     allowed: &[burrow_core::Priority],
-) -> Result<Option<Vec<u64>>> {
+) -> Result<Option<Vec<(u64, burrow_core::Priority)>>> {
     let every_lane = crate::network::all_lanes()
         .iter()
         .all(|l| allowed.contains(l));
@@ -339,17 +362,27 @@ fn upload_tx_order(
     // A network policy may hold lanes back; a transaction counts with its inherited lane.
     let lanes = crate::lanes::effective_lanes(&pending);
     let sendable = |i: usize| lanes.get(i).is_some_and(|l| allowed.contains(l));
-    let mut order: Vec<u64> = in_flight
+    let lane_of = |i: usize| {
+        lanes
+            .get(i)
+            .copied()
+            .unwrap_or(burrow_core::Priority::Normal)
+    };
+    let mut order: Vec<(u64, burrow_core::Priority)> = in_flight
         .iter()
-        .copied()
-        .filter(|t| index.get(t).is_some_and(|i| sendable(*i)))
+        .filter_map(|t| {
+            index
+                .get(t)
+                .filter(|i| sendable(**i))
+                .map(|i| (*t, lane_of(*i)))
+        })
         .collect();
     order.extend(
         crate::lanes::upload_order(&pending)
             .into_iter()
             .filter(|i| sendable(*i))
-            .filter_map(|i| pending.get(i).map(|p| p.tx))
-            .filter(|t| !in_flight.contains(t)),
+            .filter_map(|i| pending.get(i).map(|p| (p.tx, lane_of(i))))
+            .filter(|(t, _)| !in_flight.contains(t)),
     );
     Ok(Some(order))
 }
@@ -363,11 +396,15 @@ fn upload_tx_order(
 pub fn read_batch(
     conn: &mut Connection,
     schema: &Schema,
-    ops_max: usize,
-    bytes_max: usize,
+    limits: BatchLimits,
     allowed: &[burrow_core::Priority],
     journal: Option<&mut crate::journal::Journal>,
 ) -> Result<Batch> {
+    let BatchLimits {
+        ops_max,
+        bytes_max,
+        bulk_bytes_max,
+    } = limits;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute("UPDATE _burrow_local SET tx = tx + 1 WHERE id = 1", [])?;
     crate::merged::convert_pending(&tx, schema, None)?;
@@ -378,6 +415,16 @@ pub fn read_batch(
     let unsendable = match upload_tx_order(&tx, schema, allowed)? {
         // One lane: outbox order, streamed.
         None => {
+            let lane: Option<i64> = tx
+                .query_row(
+                    "SELECT lane FROM _burrow_outbox WHERE ack_seq IS NULL AND staged = 0 LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if lane.map(burrow_core::Priority::from_i64) == Some(burrow_core::Priority::Bulk) {
+                acc.bytes_max = acc.bytes_max.min(bulk_bytes_max);
+            }
             let mut stmt = tx.prepare_cached(
                 "SELECT seq, tx, tbl, row_id, kind, data, hlc, base_seq, lane FROM _burrow_outbox
                  WHERE ack_seq IS NULL AND staged = 0 ORDER BY seq",
@@ -392,7 +439,17 @@ pub fn read_batch(
                  WHERE tx = ?1 AND ack_seq IS NULL AND staged = 0 ORDER BY seq",
             )?;
             let mut found = None;
-            for t in order {
+            let mut batch_lane = None;
+            for (t, lane) in order {
+                // A request carries one lane: a critical op does not wait for bulk bytes
+                // packed behind it in the same request.
+                if batch_lane.is_some_and(|l| l != lane) && acc.batch.op_count > 0 {
+                    break;
+                }
+                if batch_lane.is_none() && lane == burrow_core::Priority::Bulk {
+                    acc.bytes_max = acc.bytes_max.min(bulk_bytes_max);
+                }
+                batch_lane = Some(lane);
                 let mut rows = stmt.query([t as i64])?;
                 found = feed(schema, &mut rows, &mut acc)?;
                 if found.is_some() || acc.full {

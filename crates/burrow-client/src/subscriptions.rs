@@ -32,7 +32,9 @@ fn params_key(params: &serde_json::Map<String, serde_json::Value>) -> Result<Str
     for (k, v) in &sorted {
         if !matches!(
             v,
-            serde_json::Value::String(_) | serde_json::Value::Number(_) | serde_json::Value::Bool(_)
+            serde_json::Value::String(_)
+                | serde_json::Value::Number(_)
+                | serde_json::Value::Bool(_)
         ) {
             return Err(Error::Invalid(format!(
                 "subscription parameter {k} must be a string, number or boolean, not {v}"

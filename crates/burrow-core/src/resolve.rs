@@ -785,6 +785,21 @@ fn apply_write(current: Option<&ServerRow>, op: &Op, ctx: &ApplyContext<'_>) -> 
         });
     }
     let creates = current.is_none_or(|r| r.deleted);
+    if unseen_tomb.is_none() && current.is_some_and(|r| r.deleted) {
+        // A new life after a delete its writer saw: a column the op does not set is NULL,
+        // said explicitly, so a device still holding the old life's row does not keep its
+        // values.
+        if let Some(t) = ctx.table {
+            for c in t.columns.iter().filter(|c| !c.policy.is_merged()) {
+                row.fields.entry(c.name.clone()).or_insert(StoredField {
+                    value: Value::Null,
+                    version: this,
+                    rank: Value::Null,
+                });
+            }
+        }
+        changed = true;
+    }
     let new_row = (changed || creates).then(|| {
         row.deleted = false;
         row.seq = this.seq;
@@ -1021,6 +1036,43 @@ mod tests {
         assert!(up.new_row.is_none());
         assert_eq!(up.conflicts[0].loser, Value::Integer(5));
         assert!(matches!(up.outcome, OutcomeKind::Conflict { .. }));
+    }
+
+    #[test]
+    fn an_update_after_a_seen_delete_starts_a_new_life_with_the_other_columns_null() {
+        let schema = crate::Schema::from_toml_str(
+            "version = 1\n[tables.t.columns]\nx = \"integer\"\ny = \"integer\"\nn = { type = \"integer\", policy = \"counter\" }\n",
+        )
+        .unwrap();
+        let table = schema.table("t");
+        let ctx = |replica, hlc, seq| ApplyContext::plain(table, replica, Hlc(hlc), seq);
+        let row = apply_op(
+            None,
+            &op(OpKind::Insert, &[("x", 1), ("y", 2)], 10, 0),
+            &ctx(1, 10, 1),
+        )
+        .new_row
+        .unwrap();
+        let tomb = apply_op(Some(&row), &op(OpKind::Delete, &[], 20, 1), &ctx(1, 20, 2))
+            .new_row
+            .unwrap();
+        // The same device, having seen the delete (base 2), sends an update of x.
+        let again = apply_op(
+            Some(&tomb),
+            &op(OpKind::Update, &[("x", 7)], 30, 2),
+            &ctx(1, 30, 3),
+        );
+        assert_eq!(again.outcome, OutcomeKind::Applied);
+        let new = again.new_row.unwrap();
+        assert!(!new.deleted);
+        assert_eq!(new.fields["x"].value, Value::Integer(7));
+        // y is NULL *at this change*, so a device holding the old life drops its old y.
+        assert_eq!(new.fields["y"].value, Value::Null);
+        assert_eq!(new.fields["y"].version.seq, 3);
+        assert!(
+            !new.fields.contains_key("n"),
+            "merged columns are left alone"
+        );
     }
 
     #[test]

@@ -521,7 +521,11 @@ pub async fn process_sync<S: ServerStore>(
                     rules: rules.clone(),
                     schema: state.env.schema.clone(),
                     claims: claim_set(claims),
-                    subscriptions: req.subscriptions.iter().map(subscription_from_wire).collect(),
+                    subscriptions: req
+                        .subscriptions
+                        .iter()
+                        .map(subscription_from_wire)
+                        .collect(),
                     now_ms,
                     position: req
                         .cursor
@@ -543,7 +547,10 @@ pub async fn process_sync<S: ServerStore>(
             .refused
             .iter()
             .filter_map(|(sub, denied)| {
-                let wire = req.subscriptions.iter().find(|w| w.stream == sub.stream && subscription_from_wire(w) == *sub)?;
+                let wire = req
+                    .subscriptions
+                    .iter()
+                    .find(|w| w.stream == sub.stream && subscription_from_wire(w) == *sub)?;
                 Some(v1::SubscriptionError {
                     subscription: Some(wire.clone()),
                     code: denied.code.to_string(),

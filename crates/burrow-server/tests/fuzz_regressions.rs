@@ -197,7 +197,11 @@ fn seed_request() -> v1::SyncRequest {
                 ],
             },
         ],
-        cursor: Some(v1::Cursor { since: 3, after: 3, ..Default::default() }),
+        cursor: Some(v1::Cursor {
+            since: 3,
+            after: 3,
+            ..Default::default()
+        }),
         page_bytes_max: 1 << 20,
         download: true,
         include_own_changes: false,
@@ -348,7 +352,11 @@ fn seed_response() -> v1::SyncResponse {
             hlc: 99,
             evicted: false,
         }],
-        cursor: Some(v1::Cursor { since: 6, after: 6, ..Default::default() }),
+        cursor: Some(v1::Cursor {
+            since: 6,
+            after: 6,
+            ..Default::default()
+        }),
         more: false,
         server_time_ms: 1_700_000_000_000,
         head_seq: 6,

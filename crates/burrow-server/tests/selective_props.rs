@@ -94,7 +94,7 @@ fn step() -> impl Strategy<Value = Step> {
 /// The server's truth, kept independently of the store.
 #[derive(Default, Clone, Debug)]
 struct Truth {
-    routes: BTreeMap<String, String>,               // id -> driver
+    routes: BTreeMap<String, String>, // id -> driver
     shipments: BTreeMap<String, (String, String, Option<String>)>, // id -> (route, status, note)
 }
 

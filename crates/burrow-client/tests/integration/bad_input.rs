@@ -73,7 +73,7 @@ async fn missing_expired_and_forged_tokens_get_401() {
     )
     .unwrap();
     let (s, b) = post(&env, Some(&forged), body.clone()).await;
-    assert_eq!((s, b["code"].as_str()), (401, Some("token_invalid")));
+    assert_eq!((s, b["code"].as_str()), (401, Some("token_bad_signature")));
     // The client sees a typed auth error and keeps its queue.
     let a = env.client("a");
     a.execute("INSERT INTO routes(id) VALUES ('r1')").unwrap();

@@ -236,8 +236,7 @@ async fn critical_ops_upload_before_bulk_ones_but_never_overtake_what_they_depen
     let batch = burrow_client::outbox::read_batch(
         &mut conn,
         &schema(),
-        5,
-        1 << 20,
+        burrow_client::outbox::BatchLimits::new(5, 1 << 20),
         burrow_client::network::all_lanes(),
         None,
     )

@@ -111,3 +111,39 @@ async fn retrying_one_op_of_a_refused_transaction_sends_the_whole_transaction_ag
         vec![serde_json::json!({"id": "s1", "day": "mon"})]
     );
 }
+
+/// A refused insert while a later edit of the same row is still queued: the device shows
+/// what the remaining edit makes of the row (its values, NULL elsewhere) — exactly what the
+/// server ends up with — not the refused values.
+#[tokio::test]
+async fn a_refused_insert_with_a_later_queued_edit_shows_what_the_server_will_hold() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    let long = "x".repeat(300); // ids above 256 bytes are refused: invalid_row_id
+    // One local transaction: the insert of r1 is refused with its poisoned sibling.
+    a.execute(&format!(
+        "INSERT INTO routes(id, driver_id, day) VALUES ('r1', 'ann', 'mon');
+         INSERT INTO routes(id, driver_id, day) VALUES ('{long}', 'ann', 'mon')"
+    ))
+    .unwrap();
+    // A later transaction edits r1.
+    a.execute("UPDATE routes SET day = 'tue' WHERE id = 'r1'")
+        .unwrap();
+    let t = env.transport("ann");
+    a.sync(&t).await.unwrap();
+    let rejected = a.rejected_ops().unwrap();
+    assert!(
+        rejected.iter().any(|r| r.code == "invalid_row_id"),
+        "{rejected:?}"
+    );
+    // Whatever the server made of the rest, the device shows the same.
+    let b = env.client("b");
+    b.sync(&env.transport("bob")).await.unwrap();
+    a.sync(&t).await.unwrap();
+    assert_eq!(a.state_hash().unwrap(), b.state_hash().unwrap());
+    assert_eq!(
+        rows(&a, "SELECT id, driver_id, day FROM routes"),
+        vec![serde_json::json!({"id": "r1", "driver_id": null, "day": "tue"})],
+        "the refused insert's values are not shown; the later edit is"
+    );
+}

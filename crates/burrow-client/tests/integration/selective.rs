@@ -55,14 +55,9 @@ impl Delivery {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect();
-        let token = burrow_server::auth::mint(
-            b"delivery-secret",
-            user,
-            extra,
-            now_ms() / 1000,
-            3600,
-        )
-        .unwrap();
+        let token =
+            burrow_server::auth::mint(b"delivery-secret", user, extra, now_ms() / 1000, 3600)
+                .unwrap();
         HttpTransport::new(&self.server.url(), &token).unwrap()
     }
 
@@ -102,7 +97,11 @@ async fn a_driver_holds_todays_route_only_and_may_confirm_but_not_edit_addresses
 
     let ann = env.device("ann");
     ann.sync(&env.driver("ann")).await.unwrap();
-    assert_eq!(ids(&ann, "routes"), ["r1"], "today's route, not yesterday's or bob's");
+    assert_eq!(
+        ids(&ann, "routes"),
+        ["r1"],
+        "today's route, not yesterday's or bob's"
+    );
     assert_eq!(ids(&ann, "shipments"), ["s1", "s2"]);
     let bob = env.device("bob");
     bob.sync(&env.driver("bob")).await.unwrap();
@@ -110,8 +109,10 @@ async fn a_driver_holds_todays_route_only_and_may_confirm_but_not_edit_addresses
     assert_eq!(ids(&bob, "shipments"), ["s3"]);
 
     // Ann confirms s1 (allowed) and, in another transaction, edits its address (not allowed).
-    ann.execute("UPDATE shipments SET status = 'delivered', signature = 'A. Smith' WHERE id = 's1'")
-        .unwrap();
+    ann.execute(
+        "UPDATE shipments SET status = 'delivered', signature = 'A. Smith' WHERE id = 's1'",
+    )
+    .unwrap();
     ann.execute("UPDATE shipments SET address = 'Hacked 9' WHERE id = 's1'")
         .unwrap();
     // And she tries to create a route for herself.
@@ -235,7 +236,10 @@ async fn a_pending_edit_the_user_may_still_make_is_uploaded_after_its_row_leaves
     office.sync(&env.dispatcher()).await.unwrap();
     let report = tom.sync(&tech).await.unwrap();
     assert_eq!(report.ops_rejected, 0, "{:?}", tom.rejected_ops().unwrap());
-    assert!(ids(&tom, "jobs").is_empty(), "the closed job left the device");
+    assert!(
+        ids(&tom, "jobs").is_empty(),
+        "the closed job left the device"
+    );
     assert_eq!(ids(&tom, "reports"), ["rep1"]);
     office.sync(&env.dispatcher()).await.unwrap();
     assert_eq!(ids(&office, "reports"), ["rep1"]);
@@ -330,11 +334,18 @@ async fn warehouse_workers_hold_their_zones_and_their_counts_add_up() {
     let (ta, tb) = (worker("wa"), worker("wb"));
     wa.sync(&ta).await.unwrap();
     wb.sync(&tb).await.unwrap();
-    assert_eq!(ids(&wa, "items"), ["i1", "i2"], "warehouse w1, zones 1 and 4 only");
+    assert_eq!(
+        ids(&wa, "items"),
+        ["i1", "i2"],
+        "warehouse w1, zones 1 and 4 only"
+    );
     // Both count i1 offline: +3 and +2 add up; the name is not theirs to change.
-    wa.execute("UPDATE items SET quantity = quantity + 3 WHERE id = 'i1'").unwrap();
-    wb.execute("UPDATE items SET quantity = quantity + 2 WHERE id = 'i1'").unwrap();
-    wb.execute("UPDATE items SET name = 'renamed' WHERE id = 'i2'").unwrap();
+    wa.execute("UPDATE items SET quantity = quantity + 3 WHERE id = 'i1'")
+        .unwrap();
+    wb.execute("UPDATE items SET quantity = quantity + 2 WHERE id = 'i1'")
+        .unwrap();
+    wb.execute("UPDATE items SET name = 'renamed' WHERE id = 'i2'")
+        .unwrap();
     wa.sync(&ta).await.unwrap();
     let report = wb.sync(&tb).await.unwrap();
     assert_eq!(report.ops_rejected, 1);
@@ -344,8 +355,14 @@ async fn warehouse_workers_hold_their_zones_and_their_counts_add_up() {
             d.query_json("SELECT quantity, name FROM items WHERE id IN ('i1', 'i2') ORDER BY id")
                 .unwrap(),
             vec![
-                serde_json::json!({"quantity": 15, "name": null}).as_object().unwrap().clone(),
-                serde_json::json!({"quantity": 10, "name": null}).as_object().unwrap().clone(),
+                serde_json::json!({"quantity": 15, "name": null})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
+                serde_json::json!({"quantity": 10, "name": null})
+                    .as_object()
+                    .unwrap()
+                    .clone(),
             ]
         );
     }
@@ -368,9 +385,17 @@ async fn a_technician_subscribes_to_the_manuals_of_their_jobs_only() {
     tom.sync(&t).await.unwrap();
     assert_eq!(ids(&tom, "jobs"), ["j1"]);
     assert_eq!(ids(&tom, "job_manuals"), ["jm1", "jm2"]);
-    assert!(ids(&tom, "manuals").is_empty(), "manuals only by subscription");
+    assert!(
+        ids(&tom, "manuals").is_empty(),
+        "manuals only by subscription"
+    );
 
-    let params = |job: &str| serde_json::json!({ "job_id": job }).as_object().unwrap().clone();
+    let params = |job: &str| {
+        serde_json::json!({ "job_id": job })
+            .as_object()
+            .unwrap()
+            .clone()
+    };
     tom.subscribe("job_manuals", params("j1")).unwrap();
     tom.subscribe("job_manuals", params("j2")).unwrap(); // tina's job: refused
     tom.sync(&t).await.unwrap();
@@ -391,7 +416,7 @@ async fn a_technician_subscribes_to_the_manuals_of_their_jobs_only() {
 
 #[tokio::test]
 async fn a_sales_rep_holds_the_catalog_their_prices_and_customers_and_orders_for_their_customers_only()
-{
+ {
     let env = Delivery::start().await;
     let office = env.device("office");
     office

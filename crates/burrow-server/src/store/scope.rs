@@ -264,14 +264,20 @@ pub(crate) fn check_permissions(
                 };
                 for f in &op.fields {
                     let merged = match (policy(&f.column), new.get(&f.column), &f.value) {
-                        (Some(burrow_core::schema::Policy::Counter), Some(Value::Integer(a)), Value::Integer(d)) => {
-                            Value::Integer(a.saturating_add(*d))
-                        }
+                        (
+                            Some(burrow_core::schema::Policy::Counter),
+                            Some(Value::Integer(a)),
+                            Value::Integer(d),
+                        ) => Value::Integer(a.saturating_add(*d)),
                         _ => f.value.clone(),
                     };
                     new.insert(f.column.clone(), merged);
                 }
-                let action = if old.is_some() { Action::Update } else { Action::Insert };
+                let action = if old.is_some() {
+                    Action::Update
+                } else {
+                    Action::Insert
+                };
                 (action, Some(new))
             }
         };
@@ -296,8 +302,12 @@ pub(crate) fn check_permissions(
             &op.table,
             action,
             &columns,
-            old_get.as_ref().map(|f| f as &dyn Fn(&str) -> Option<Value>),
-            new_get.as_ref().map(|f| f as &dyn Fn(&str) -> Option<Value>),
+            old_get
+                .as_ref()
+                .map(|f| f as &dyn Fn(&str) -> Option<Value>),
+            new_get
+                .as_ref()
+                .map(|f| f as &dyn Fn(&str) -> Option<Value>),
             &mut lookup,
         );
         if let Err(denied) = verdict {
@@ -317,11 +327,9 @@ pub(crate) fn install(
 ) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current: Option<i64> = tx
-        .query_row(
-            "SELECT value FROM meta WHERE key = 'rules_hash'",
-            [],
-            |r| r.get(0),
-        )
+        .query_row("SELECT value FROM meta WHERE key = 'rules_hash'", [], |r| {
+            r.get(0)
+        })
         .optional()?;
     if current == Some(rules_hash as i64) {
         return Ok(());
@@ -433,17 +441,18 @@ impl Lookup for StoreLookup<'_> {
             .map_err(err)?;
         for id in ids {
             let raw: Option<(i64, i64, Vec<u8>)> = stmt
-                .query_row(params![table, id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_row(params![table, id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
                 .optional()
                 .map_err(err)?;
             if let Some((seq, hlc, blob)) = raw {
-                let row =
-                    burrow_proto::convert::server_row_from_parts(false, seq as u64, hlc as u64, &blob)
-                        .map_err(|e| LookupError(e.to_string()))?;
-                if let Some(v) = row.fields.get(column) {
-                    if v.value != Value::Null {
-                        out.push(v.value.clone());
-                    }
+                let row = burrow_proto::convert::server_row_from_parts(
+                    false, seq as u64, hlc as u64, &blob,
+                )
+                .map_err(|e| LookupError(e.to_string()))?;
+                if let Some(v) = row.fields.get(column).filter(|v| v.value != Value::Null) {
+                    out.push(v.value.clone());
                 }
             }
         }
@@ -491,6 +500,9 @@ pub(crate) fn save_scope(
     Ok(())
 }
 
+/// A bucket set to remember, by its hash.
+pub(crate) type NewScope = (u64, BTreeSet<BucketKey>);
+
 /// What a scoped pull produced besides the page: the position to return, a set the writer
 /// must remember, and refused subscriptions.
 pub(crate) struct ScopedPull {
@@ -498,7 +510,7 @@ pub(crate) struct ScopedPull {
     pub cursor: burrow_core::Cursor,
     pub more: bool,
     pub position: ScopePosition,
-    pub new_scope: Option<(u64, BTreeSet<BucketKey>)>,
+    pub new_scope: Option<NewScope>,
     pub grants: BTreeSet<BucketKey>,
     pub refused: Vec<(burrow_core::rules::Subscription, burrow_core::rules::Denied)>,
 }
@@ -552,10 +564,10 @@ impl<'c> Merge<'c> {
     }
 
     fn advance(&mut self, i: usize) -> Result<(), StoreError> {
-        if let Some(r) = self.rows.get_mut(i) {
-            if let Some(e) = next_entry(r, i)? {
-                self.heap.push(e);
-            }
+        if let Some(r) = self.rows.get_mut(i)
+            && let Some(e) = next_entry(r, i)?
+        {
+            self.heap.push(e);
         }
         Ok(())
     }
@@ -651,11 +663,9 @@ pub(crate) fn pull_scoped(
                     break;
                 }
                 last = seq;
-                if let Some(c) = read_change(&tbl, &id, 0, None)? {
-                    if !c.deleted {
-                        bytes += change_size(&c);
-                        changes.push(c);
-                    }
+                if let Some(c) = read_change(&tbl, &id, 0, None)?.filter(|c| !c.deleted) {
+                    bytes += change_size(&c);
+                    changes.push(c);
                 }
             }
             if full {
@@ -788,9 +798,8 @@ fn evictions(
 ) -> Result<(), StoreError> {
     let granted: HashSet<&str> = grants.iter().map(|b| b.0.as_str()).collect();
     let mut seen: BTreeMap<(String, String), ()> = BTreeMap::new();
-    let mut stmt = tx.prepare_cached(
-        "SELECT tbl, id, seq FROM bucket_rows WHERE bucket = ?1 AND removed = 0",
-    )?;
+    let mut stmt = tx
+        .prepare_cached("SELECT tbl, id, seq FROM bucket_rows WHERE bucket = ?1 AND removed = 0")?;
     for lost in held.difference(grants) {
         let rows: Vec<(String, String, i64)> = stmt
             .query_map([&lost.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?

@@ -363,11 +363,18 @@ fn ingest_tx(
         }
     }
     if let Some(rules) = req.env.rules.as_ref().filter(|r| r.has_permissions()) {
-        let fresh_ops: Vec<&burrow_core::Op> =
-            fresh.iter().filter_map(|(_, o)| o.op.as_ref().ok()).collect();
-        if let Some((bad_seq, denied)) =
-            super::scope::check_permissions(tx, rules, &req.env.schema, &req.claims, req.now_ms, &fresh_ops)?
-        {
+        let fresh_ops: Vec<&burrow_core::Op> = fresh
+            .iter()
+            .filter_map(|(_, o)| o.op.as_ref().ok())
+            .collect();
+        if let Some((bad_seq, denied)) = super::scope::check_permissions(
+            tx,
+            rules,
+            &req.env.schema,
+            &req.claims,
+            req.now_ms,
+            &fresh_ops,
+        )? {
             // A forbidden op has no effect, and neither has its local transaction.
             let mut all = reject_all(ops, bad_seq, &denied.reason);
             if let Some(entry) = all.iter_mut().find(|(s, _, _)| *s == bad_seq) {
@@ -379,7 +386,11 @@ fn ingest_tx(
             return Ok(all);
         }
     }
-    let index_rules = req.env.rules.as_ref().filter(|r| r.has_streams() || !r.lookup_tables().is_empty());
+    let index_rules = req
+        .env
+        .rules
+        .as_ref()
+        .filter(|r| r.has_streams() || !r.lookup_tables().is_empty());
     for (slot, o) in fresh {
         let Ok(op) = &o.op else { continue };
         if op.table == CONFLICTS_TABLE {
@@ -664,8 +675,7 @@ fn read_change(
 fn pull_scoped_blocking(
     conn: &mut Connection,
     req: PullRequest,
-) -> Result<(Page, Option<(u64, std::collections::BTreeSet<burrow_core::rules::BucketKey>)>), StoreError>
-{
+) -> Result<(Page, Option<super::scope::NewScope>), StoreError> {
     fail::fail_point!("server-pull", |_| Err(crate::error::injected(
         "server-pull"
     )));
