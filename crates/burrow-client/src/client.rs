@@ -113,6 +113,8 @@ pub struct Client {
     in_flight: Mutex<Option<InFlightStatus>>,
     /// Measured upload bytes per second (sizes bulk requests).
     upload_rate: std::sync::atomic::AtomicU64,
+    /// The fastest round trip of a small exchange, in ms (0 = none yet).
+    round_trip_ms: std::sync::atomic::AtomicU64,
 }
 
 /// An upload on its way: what a status screen shows as "sending".
@@ -420,6 +422,7 @@ impl Client {
             write_wake: tokio::sync::Notify::new(),
             in_flight: Mutex::new(None),
             upload_rate: std::sync::atomic::AtomicU64::new(0),
+            round_trip_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -813,9 +816,9 @@ impl Client {
             let answer = in_flight.await;
             if batch.op_count > 0 {
                 self.set_in_flight(None);
-                if let Ok((_, traffic)) = &answer {
-                    self.note_upload_rate(traffic.bytes_up, self.now_ms().saturating_sub(sent_at));
-                }
+            }
+            if let Ok((_, traffic)) = &answer {
+                self.note_exchange(traffic, self.now_ms().saturating_sub(sent_at));
             }
             let (resp, traffic) = match answer {
                 Ok(answer) => answer,
@@ -905,13 +908,22 @@ impl Client {
         }
     }
 
-    /// Upload bytes per second seen on the last request that carried ops (an exponential
-    /// average; 0 = not measured yet).
-    fn note_upload_rate(&self, bytes: u64, elapsed_ms: u64) {
-        if bytes < BULK_REQUEST_BYTES_MIN as u64 {
+    /// Learns the link from one exchange: small ones give the round trip (the fastest seen),
+    /// large uploads the upload rate net of it (an exponential average; 0 = not yet known).
+    fn note_exchange(&self, traffic: &crate::transport::TrafficStats, elapsed_ms: u64) {
+        if traffic.bytes_up < 2048 && traffic.bytes_down < 2048 {
+            let rtt = self.round_trip_ms.load(Ordering::Relaxed);
+            if rtt == 0 || elapsed_ms < rtt {
+                self.round_trip_ms.store(elapsed_ms.max(1), Ordering::Relaxed);
+            }
+            return;
+        }
+        if traffic.bytes_up < BULK_REQUEST_BYTES_MIN as u64 {
             return; // too small to say anything about bandwidth
         }
-        let rate = bytes.saturating_mul(1000) / elapsed_ms.max(1);
+        let rtt = self.round_trip_ms.load(Ordering::Relaxed);
+        let sending = elapsed_ms.saturating_sub(rtt).max(1);
+        let rate = traffic.bytes_up.saturating_mul(1000) / sending;
         let old = self.upload_rate.load(Ordering::Relaxed);
         let new = if old == 0 { rate } else { (old + rate) / 2 };
         self.upload_rate.store(new, Ordering::Relaxed);

@@ -306,3 +306,60 @@ async fn metered_sends_critical_work_only_and_offline_sends_nothing() {
     assert_eq!(r.ops_acked, 1, "{r:?}");
     assert_eq!(a.status().unwrap().pending_ops, 0);
 }
+
+/// A request carries one lane: a critical op queued behind bulk rows goes alone (it does not
+/// wait for bulk bytes packed behind it), and a bulk request is held to the bulk size.
+#[tokio::test]
+async fn a_request_carries_one_lane_and_bulk_requests_stay_small() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    for i in 0..20 {
+        a.write_with_priority(burrow_core::Priority::Bulk, |tx| {
+            tx.execute(
+                "INSERT INTO routes(id, day) VALUES (?1, ?2)",
+                [format!("photo-{i:02}"), "x".repeat(500)],
+            )
+        })
+        .unwrap();
+    }
+    a.execute("INSERT INTO shipments(id, status) VALUES ('s-urgent', 'delivered')")
+        .unwrap();
+    let limits = burrow_client::outbox::BatchLimits {
+        ops_max: 10_000,
+        bytes_max: 4 << 20,
+        bulk_bytes_max: 3_000,
+    };
+    let read = |limits| {
+        let mut conn = burrow_client::open::connect(&env.db("a")).unwrap();
+        burrow_client::outbox::read_batch(
+            &mut conn,
+            &schema(),
+            limits,
+            burrow_client::network::all_lanes(),
+            None,
+        )
+        .unwrap()
+    };
+    let first = read(limits);
+    assert_eq!(first.op_count, 1, "the critical op goes alone: {:?}", first.by_lane);
+    assert_eq!(first.txs[0].ops[0].row_id, "s-urgent");
+    // Once it is answered, bulk requests carry about `bulk_bytes_max` (whole transactions).
+    env.sync(&a).await;
+    for i in 0..20 {
+        a.write_with_priority(burrow_core::Priority::Bulk, |tx| {
+            tx.execute(
+                "UPDATE routes SET day = ?2 WHERE id = ?1",
+                [format!("photo-{i:02}"), "y".repeat(500)],
+            )
+        })
+        .unwrap();
+    }
+    let bulk = read(limits);
+    assert!(
+        (2..=8).contains(&bulk.op_count),
+        "a bulk request holds a few 500-byte ops, not all 20: {}",
+        bulk.op_count
+    );
+    let unlimited = read(burrow_client::outbox::BatchLimits::new(10_000, 4 << 20));
+    assert_eq!(unlimited.op_count, 20);
+}
