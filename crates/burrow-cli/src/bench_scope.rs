@@ -97,10 +97,13 @@ async fn seed(drivers: &[(String, usize)], day: &str) -> Result<Seeded> {
                             )),
                         ),
                         // A tracking code that does not compress, like real ones.
-                    ("recipient", text(format!(
-                        "Customer {i:06} / {:016x}",
-                        burrow_core::hash::fnv1a64(format!("{d}-{i}").as_bytes())
-                    ))),
+                        (
+                            "recipient",
+                            text(format!(
+                                "Customer {i:06} / {:016x}",
+                                burrow_core::hash::fnv1a64(format!("{d}-{i}").as_bytes())
+                            )),
+                        ),
                         ("weight_kg", Value::Real(1.0 + (i % 300) as f64 / 10.0)),
                     ],
                 ));

@@ -465,10 +465,13 @@ pub fn restore_visible(
         None => {
             if row_mask(tx, &table.name, row_id)?.is_empty() {
                 delete_visible(tx, table, row_id)
-            } else {
+            } else if row_shown(tx, table, row_id)? {
                 // The server holds no such row, but later pending ops on it remain: show what
                 // they will make of it (their values, NULL for the rest), as the server will.
                 write_visible(tx, table, row_id, &ServerRow::default(), columns)
+            } else {
+                // Not shown (it left this device's scope): pending ops do not bring it back.
+                Ok(())
             }
         }
     }
@@ -493,13 +496,18 @@ pub struct OwnResult {
 
 /// Whether the app table holds the row.
 fn row_visible(tx: &Transaction<'_>, schema: &Schema, table: &str, row_id: &str) -> Result<bool> {
-    let Some(t) = schema.table(table) else {
-        return Ok(false);
-    };
+    match schema.table(table) {
+        Some(t) => row_shown(tx, t, row_id),
+        None => Ok(false),
+    }
+}
+
+/// Whether the app table `table` holds the row.
+fn row_shown(tx: &Transaction<'_>, table: &Table, row_id: &str) -> Result<bool> {
     Ok(tx
         .prepare_cached(&format!(
             "SELECT EXISTS(SELECT 1 FROM {} WHERE \"id\" = ?1)",
-            crate::ddl::q(&t.name)
+            crate::ddl::q(&table.name)
         ))?
         .query_row([row_id], |r| r.get(0))?)
 }
@@ -551,11 +559,10 @@ pub fn record_own_result(
     if change_seq == 0 {
         return Ok(Some(own));
     }
-    if shadow.is_none()
-        && kind == burrow_core::OpKind::Update.code()
-        && !row_visible(tx, schema, &own.table, &own.row_id)?
-    {
-        // An edit of a row that left this device's scope: applied on the server, not held here.
+    if shadow.is_none() && !row_visible(tx, schema, &own.table, &own.row_id)? {
+        // A write to a row this device does not show: it left the device's scope (evicted),
+        // or a later local delete hides it. Applied on the server, not held here (a pending
+        // delete records its tombstone when answered).
         return Ok(Some(own));
     }
     if shadow

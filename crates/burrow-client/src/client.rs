@@ -914,7 +914,8 @@ impl Client {
         if traffic.bytes_up < 2048 && traffic.bytes_down < 2048 {
             let rtt = self.round_trip_ms.load(Ordering::Relaxed);
             if rtt == 0 || elapsed_ms < rtt {
-                self.round_trip_ms.store(elapsed_ms.max(1), Ordering::Relaxed);
+                self.round_trip_ms
+                    .store(elapsed_ms.max(1), Ordering::Relaxed);
             }
             return;
         }
@@ -996,14 +997,33 @@ impl Client {
         code: &str,
         message: &str,
     ) -> Result<u64> {
+        self.reject_with_transaction_as(tx, seq, code, message, &Default::default())
+    }
+
+    /// [`Self::reject_with_transaction`], where an op listed in `own_reasons` (refused for
+    /// its own reason in the same answer) keeps that reason instead of
+    /// `transaction_rejected`.
+    fn reject_with_transaction_as(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        seq: u64,
+        code: &str,
+        message: &str,
+        own_reasons: &std::collections::HashMap<u64, (&str, &str)>,
+    ) -> Result<u64> {
         let siblings = outbox::siblings(tx, seq)?;
         let mut n = 0;
+        let (code, message) = own_reasons.get(&seq).copied().unwrap_or((code, message));
         if self.reject_locally(tx, seq, code, message)? {
             n += 1;
         }
         let why = format!("op {seq} of the same transaction was rejected: {message}");
         for s in siblings {
-            if self.reject_locally(tx, s, "transaction_rejected", &why)? {
+            let (c, m) = own_reasons
+                .get(&s)
+                .copied()
+                .unwrap_or(("transaction_rejected", why.as_str()));
+            if self.reject_locally(tx, s, c, m)? {
                 n += 1;
             }
         }
@@ -1021,14 +1041,16 @@ impl Client {
         let mut conn = lock(&self.conn);
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("UPDATE _burrow_local SET applying = 1 WHERE id = 1", [])?;
-        // An op refused for its own reason is recorded with that reason before its siblings
-        // drag it along as `transaction_rejected`.
-        for o in resp.outcomes.iter().filter(|o| {
-            o.kind == v1::OutcomeKind::Rejected as i32 && o.code != "transaction_rejected"
-        }) {
-            report.ops_rejected +=
-                self.reject_with_transaction(&tx, o.client_seq, &o.code, &o.message)?;
-        }
+        // An op refused for its own reason keeps that reason even when a sibling's refusal
+        // drags it along first.
+        let own_reasons: std::collections::HashMap<u64, (&str, &str)> = resp
+            .outcomes
+            .iter()
+            .filter(|o| {
+                o.kind == v1::OutcomeKind::Rejected as i32 && o.code != "transaction_rejected"
+            })
+            .map(|o| (o.client_seq, (o.code.as_str(), o.message.as_str())))
+            .collect();
         let mut answered = 0;
         for o in &resp.outcomes {
             answered += 1;
@@ -1078,8 +1100,13 @@ impl Client {
                     }
                 }
                 Ok(v1::OutcomeKind::Rejected) => {
-                    report.ops_rejected +=
-                        self.reject_with_transaction(&tx, o.client_seq, &o.code, &o.message)?;
+                    report.ops_rejected += self.reject_with_transaction_as(
+                        &tx,
+                        o.client_seq,
+                        &o.code,
+                        &o.message,
+                        &own_reasons,
+                    )?;
                 }
                 Ok(v1::OutcomeKind::Staged) => outbox::mark_staged(&tx, o.client_seq)?,
                 _ => {

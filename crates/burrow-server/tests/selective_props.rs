@@ -160,6 +160,7 @@ impl World {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn write(
         &mut self,
         user: &str,
@@ -359,4 +360,54 @@ proptest! {
     ) {
         run(steps)?;
     }
+}
+
+/// A row moving into a bucket the device already holds arrives whole (not only the fields
+/// changed since the device's cursor).
+#[test]
+fn a_row_entering_a_held_bucket_arrives_with_every_field() {
+    run(vec![
+        Step::AssignRoute { r: 0, d: 0 },
+        Step::AssignRoute { r: 1, d: 1 },
+        Step::PutShipment {
+            s: 1,
+            r: 1,
+            archived: false,
+        },
+        Step::DriverNote { d: 1, s: 1, n: 7 },
+        Step::Pull { d: 0, page: 500 },
+        Step::PutShipment {
+            s: 1,
+            r: 0,
+            archived: false,
+        },
+        Step::Pull { d: 0, page: 500 },
+    ])
+    .unwrap();
+}
+
+/// A row that left a bucket after the device's cursor, when the device then loses that
+/// bucket, is evicted too (the device still holds it).
+#[test]
+fn a_row_that_left_a_lost_bucket_after_the_cursor_is_evicted() {
+    run(vec![
+        Step::AssignRoute { r: 0, d: 0 },
+        Step::AssignRoute { r: 1, d: 1 },
+        Step::PutShipment {
+            s: 1,
+            r: 0,
+            archived: false,
+        },
+        Step::Pull { d: 0, page: 500 },
+        // s1 moves to u1's route: a removal in bucket r0, after u0's cursor …
+        Step::PutShipment {
+            s: 1,
+            r: 1,
+            archived: false,
+        },
+        // … and before u0 pulls again, r0 itself goes to u1.
+        Step::AssignRoute { r: 0, d: 1 },
+        Step::Pull { d: 0, page: 500 },
+    ])
+    .unwrap();
 }

@@ -224,10 +224,17 @@ pub(crate) fn note_ops(
 /// never applied and sits in the rejected list with its reason (the poisoned op with its own
 /// code, its siblings with `transaction_rejected`) unless the app retried or discarded it; no
 /// op is rejected because of authentication.
+///
+/// Scoped mode (I10b): `forbidden` holds the verdict of the last delivery of each op the
+/// server judged (`true`: refused by the permissions, confirmed by the oracle at the server
+/// boundary). Such an op must never have been applied and must sit in the rejected list with
+/// `permission_denied` or `transaction_rejected`, unless the app retried or discarded it; an op
+/// the device holds as refused by the permissions must have been judged forbidden last.
 pub(crate) async fn zero_loss_no_dups(
     d: &Device,
     client: &Client,
     server: &AppState<SqliteServerStore>,
+    forbidden: &BTreeMap<u64, bool>,
     report: &mut SimReport,
 ) -> Result<(), String> {
     let rejected: BTreeMap<u64, _> = client
@@ -252,7 +259,43 @@ pub(crate) async fn zero_loss_no_dups(
             .op_effect_count(&d.client_id, seq)
             .map_err(|e| e.to_string())?;
         let before = report.violations.len();
-        if !in_poisoned_tx {
+        let judged_forbidden = forbidden.get(&seq).copied();
+        let permission_code =
+            |code: &str| matches!(code, "permission_denied" | "transaction_rejected");
+        if !in_poisoned_tx && judged_forbidden.is_some() && {
+            let r = rejected.get(&seq);
+            judged_forbidden == Some(true) || r.is_some_and(|r| r.code == "permission_denied")
+        } {
+            // I10b: refused by the permissions.
+            let r = rejected.get(&seq);
+            if n != 0 {
+                report.violations.push(format!(
+                    "I10 device {}: op {seq} was refused by the permissions ({}) but the server recorded it {n} times (last verdict: {})",
+                    d.index,
+                    r.map(|r| r.code.as_str()).unwrap_or("not in the rejected list"),
+                    if judged_forbidden == Some(true) { "forbidden" } else { "allowed" }
+                ));
+            } else if judged_forbidden != Some(true) {
+                report.violations.push(format!(
+                    "I10 device {}: op {seq} is in the rejected list as {} but its last judged delivery was allowed",
+                    d.index,
+                    r.map(|r| r.code.as_str()).unwrap_or("-")
+                ));
+            } else {
+                match r {
+                    Some(r) if permission_code(&r.code) && !r.message.is_empty() => {}
+                    Some(r) => report.violations.push(format!(
+                        "I10 device {}: forbidden op {seq} rejected with {} \"{}\", expected permission_denied or transaction_rejected",
+                        d.index, r.code, r.message
+                    )),
+                    None if d.retried.contains(&seq) || d.discarded.contains(&seq) => {}
+                    None => report.violations.push(format!(
+                        "I10 device {}: forbidden op {seq} is not in the rejected list (dropped or lost)",
+                        d.index
+                    )),
+                }
+            }
+        } else if !in_poisoned_tx {
             if let Some(r) = rejected.get(&seq) {
                 let why = if r.code.contains("token") || r.code.contains("auth") {
                     "A2 rejected because of authentication"

@@ -14,6 +14,7 @@
 
 pub mod check;
 pub mod net;
+pub mod scope;
 mod world;
 
 pub use net::Counters;

@@ -2,10 +2,12 @@
 //! consults the nemesis' current faults for the client and rolls per-message faults from the
 //! seeded network RNG.
 
+use crate::scope::{Judge, SimClaims};
 use burrow_client::{TrafficStats, Transport, TransportError};
 use burrow_core::env::{Clock, SeededRng};
 use burrow_proto::{decode_frame, encode_frame, v1};
 use burrow_server::http::{AppState, authenticate, process_sync};
+use burrow_server::store::ServerStore;
 use burrow_server::{ServerConfig, SqliteServerStore};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -146,6 +148,22 @@ pub struct Counters {
     pub auth_refusals: u64,
     /// Fresh tokens the apps supplied after an expiry (`Transport::set_token`).
     pub token_refreshes: u64,
+    /// Scoped mode: a user's claims changed (a new team), and their devices got new tokens.
+    pub scope_changes: u64,
+    /// Scoped mode: `evicted` changes the devices received.
+    pub evictions: u64,
+    /// Scoped mode: local transactions the server refused as forbidden (`permission_denied`),
+    /// confirmed by the I10 oracle.
+    pub forbidden_refused: u64,
+    /// Scoped mode: writes the apps made that the permissions should refuse (other teams'
+    /// rows, moving an item out of the team, batches of another team's item).
+    pub forbidden_attempts: u64,
+    /// Scoped mode: items moved to another team (by a dispatcher or an owner).
+    pub team_moves: u64,
+    /// Scoped mode: subscriptions to a parameterised stream the apps made.
+    pub subscriptions: u64,
+    /// Scoped mode: complete syncs after which I10a compared the device with its grants.
+    pub scope_checks: u64,
 }
 
 impl Counters {
@@ -176,9 +194,37 @@ impl Counters {
         self.token_expiries += o.token_expiries;
         self.auth_refusals += o.auth_refusals;
         self.token_refreshes += o.token_refreshes;
+        self.scope_changes += o.scope_changes;
+        self.evictions += o.evictions;
+        self.forbidden_refused += o.forbidden_refused;
+        self.forbidden_attempts += o.forbidden_attempts;
+        self.team_moves += o.team_moves;
+        self.subscriptions += o.subscriptions;
+        self.scope_checks += o.scope_checks;
     }
 
-    /// Names of the counters that stayed at zero.
+    /// Names of the scoped-mode counters (and of every default one) that stayed at zero.
+    pub fn never_fired_scoped(&self) -> Vec<&'static str> {
+        let scoped = [
+            ("scope_changes", self.scope_changes),
+            ("evictions", self.evictions),
+            ("forbidden_refused", self.forbidden_refused),
+            ("forbidden_attempts", self.forbidden_attempts),
+            ("team_moves", self.team_moves),
+            ("subscriptions", self.subscriptions),
+            ("scope_checks", self.scope_checks),
+        ];
+        let mut never = self.never_fired();
+        never.extend(
+            scoped
+                .iter()
+                .filter(|(_, n)| *n == 0)
+                .map(|(name, _)| *name),
+        );
+        never
+    }
+
+    /// Names of the counters of the default mode that stayed at zero.
     pub fn never_fired(&self) -> Vec<&'static str> {
         let all = [
             ("partition_drops", self.partition_drops),
@@ -291,7 +337,8 @@ pub struct Net {
     clock: Arc<SimClock>,
     links: Mutex<Vec<LinkFaults>>,
     rng: Mutex<SeededRng>,
-    held: Mutex<Vec<(usize, Vec<u8>)>>,
+    /// Delayed copies: client, body, and the token the request carried.
+    held: Mutex<Vec<Held>>,
     /// Counters of what happened.
     pub counters: Mutex<Counters>,
     /// The last response of each client was lost (set per exchange, read by the nemesis).
@@ -300,7 +347,12 @@ pub struct Net {
     tokens: Mutex<Vec<String>>,
     /// The op class the server refuses for good, if any.
     poison: Mutex<Option<PoisonRule>>,
+    /// Scoped mode: the I10 oracle judging every upload the server sees.
+    judge: Mutex<Option<Arc<Judge>>>,
 }
+
+/// A delayed request: client, body, and the token it carried.
+type Held = (usize, Vec<u8>, Option<String>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -333,6 +385,7 @@ impl Net {
             lost_last: Mutex::new(vec![false; clients]),
             tokens: Mutex::new(tokens),
             poison: Mutex::new(None),
+            judge: Mutex::new(None),
         };
         net.restart_server()?;
         Ok(net)
@@ -358,6 +411,31 @@ impl Net {
     /// The running server's state.
     pub fn server(&self) -> Option<Arc<AppState<SqliteServerStore>>> {
         lock(&self.server).clone()
+    }
+
+    /// Scoped mode: installs the server's sync rules in the store (a no-op when they are
+    /// already installed) and lets `judge` check every upload against the permissions. A
+    /// replayed request then carries the token it was sent with (as a real HTTP request would).
+    pub async fn set_rules(&self, judge: Option<Arc<Judge>>) -> Result<(), HostError> {
+        *lock(&self.judge) = judge;
+        self.install_rules().await
+    }
+
+    /// Installs the configured sync rules in the running server's store, if any.
+    pub async fn install_rules(&self) -> Result<(), HostError> {
+        let (Some(server), Some(rules)) = (self.server(), self.server_config.rules.clone()) else {
+            return Ok(());
+        };
+        server
+            .store()
+            .install_rules(rules, Arc::new(self.server_config.schema.clone()))
+            .await
+            .map_err(|e| HostError(e.to_string()))
+    }
+
+    /// The I10 oracle, in scoped mode.
+    pub fn judge(&self) -> Option<Arc<Judge>> {
+        lock(&self.judge).clone()
     }
 
     /// Sets (or clears) the op class the server refuses for good.
@@ -446,30 +524,59 @@ impl Net {
                 Some(held.remove(i))
             }
         };
-        let Some((c, body)) = item else { return false };
+        let Some((c, body, token)) = item else {
+            return false;
+        };
         lock(&self.counters).replays += 1;
-        let _ = self.deliver(c, &body).await;
+        // Default mode replays with the client's current token (as it always did); scoped
+        // mode with the token the request was sent with.
+        let token = if self.judge().is_some() {
+            token
+        } else {
+            self.token(c)
+        };
+        let _ = self.deliver(c, &body, token).await;
         true
     }
 
-    async fn deliver(&self, c: usize, body: &[u8]) -> Result<Vec<u8>, TransportError> {
+    /// Client `c`'s current token.
+    fn token(&self, c: usize) -> Option<String> {
+        lock(&self.tokens).get(c).cloned()
+    }
+
+    async fn deliver(
+        &self,
+        _c: usize,
+        body: &[u8],
+        token: Option<String>,
+    ) -> Result<Vec<u8>, TransportError> {
         let Some(server) = self.server() else {
             return Err(TransportError::Network("server down".into()));
         };
-        let token = lock(&self.tokens).get(c).map(|t| format!("Bearer {t}"));
+        let token = token.map(|t| format!("Bearer {t}"));
         let claims =
             authenticate(&server, token.as_deref()).map_err(|e| TransportError::Unauthorized {
                 code: e.code().into(),
                 message: e.message().into(),
             })?;
-        process_sync(&server, &claims, body)
-            .await
-            .map_err(|e| TransportError::Status {
-                status: e.status().as_u16(),
-                code: e.code().into(),
-                message: e.message().into(),
-                retry_after_ms: None,
-            })
+        let judge = self.judge();
+        let judged = judge
+            .as_ref()
+            .map(|j| j.before(&SimClaims::from_token(&claims), body, &server));
+        let answer =
+            process_sync(&server, &claims, body)
+                .await
+                .map_err(|e| TransportError::Status {
+                    status: e.status().as_u16(),
+                    code: e.code().into(),
+                    message: e.message().into(),
+                    retry_after_ms: None,
+                })?;
+        if let (Some(judge), Some(judged)) = (judge, judged) {
+            let refused = judge.after(judged, &answer, &server);
+            lock(&self.counters).forbidden_refused += refused;
+        }
+        Ok(answer)
     }
 
     /// One exchange of client `c`, through its faults.
@@ -498,14 +605,15 @@ impl Net {
         // The server refuses the poisoned transactions and handles the rest of the request.
         let refused = self.refuse_poisoned(&mut req);
         let body = encode_frame(&req).map_err(|e| TransportError::Decode(e.to_string()))?;
+        let token = self.token(c);
         if self.roll(link.hold_pct) {
-            lock(&self.held).push((c, body.clone()));
+            lock(&self.held).push((c, body.clone(), token.clone()));
         }
         if self.roll(link.dup_pct) {
             lock(&self.counters).duplicates += 1;
-            let _ = self.deliver(c, &body).await;
+            let _ = self.deliver(c, &body, token.clone()).await;
         }
-        let answer = match self.deliver(c, &body).await {
+        let answer = match self.deliver(c, &body, token).await {
             Ok(a) => a,
             Err(e) => {
                 if matches!(&e, TransportError::Unauthorized { code, .. } if code == "token_expired")
@@ -529,6 +637,7 @@ impl Net {
         {
             let mut counters = lock(&self.counters);
             counters.exchanges_ok += 1;
+            counters.evictions += resp.changes.iter().filter(|ch| ch.evicted).count() as u64;
             for o in &resp.outcomes {
                 if o.kind == v1::OutcomeKind::Staged as i32 {
                     counters.staged_parts += 1;

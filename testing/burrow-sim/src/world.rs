@@ -7,12 +7,14 @@ use crate::net::{
     Counters, DeviceClock, LinkFaults, Net, POISONED_VALUE, Partition, PoisonRule, SimClock,
     SimTransport,
 };
+use crate::scope::{ITEM_BATCHES, Judge, SCOPED_SCHEMA, SIM_RULES, SimClaims, TEAMS};
 use burrow_client::{Client, ClientOptions, Transport};
 use burrow_client::{Network, NetworkState};
 use burrow_core::Schema;
 use burrow_core::conflict::ConflictStatus;
 use burrow_core::env::{Clock, Rng, SeededRng};
 use burrow_core::hash::Fnv64;
+use burrow_core::rules::SyncRules;
 use burrow_server::ServerConfig;
 use burrow_server::store::ServerStore;
 use burrow_server::validate::ROW_ID_BYTES_MAX;
@@ -59,10 +61,35 @@ pub struct SimConfig {
     /// Shifts every device clock by this much (I9: outcomes must not depend on it).
     pub clock_shift_ms: i64,
     /// Lets poisoned values land on rows the server has not confirmed (an insert, or an update
-    /// of a row not yet in the shadow) and later ops touch such rows. Off by default: a
-    /// rejection then leaves the refused values visible (known client bug, see
-    /// docs/testing.md), which breaks I3 and Q2.
+    /// of a row not yet in the shadow) and later ops touch such rows. Off by default: a refused
+    /// edit of a merged column (counter, CRDT) on such a row stays visible (known client bug,
+    /// see docs/testing.md), which breaks I3.
     pub poison_unconfirmed_rows: bool,
+    /// Scoped mode: the server runs with sync rules and write permissions
+    /// ([`crate::scope::SIM_RULES`] over [`crate::scope::SCOPED_SCHEMA`]); devices belong to
+    /// users with claims, the workload moves items between teams and attempts forbidden
+    /// writes, the nemesis changes claims, and invariant I10 (authorization) is checked. The
+    /// last device is a dispatcher; devices 0 and 1 share a user. Use at least 3 clients.
+    pub rules: bool,
+    /// Scoped mode: also run the patterns that expose known server bugs (docs/testing.md):
+    /// items moved into a team that has devices, owners changed to another user, and claims
+    /// changed while a device is behind. Off: items move only to `green` (no member is ever
+    /// in green), owners are only cleared, and a user's devices sync to the head before and
+    /// right after their claims change.
+    pub scope_bugs: bool,
+}
+
+impl SimConfig {
+    /// Scoped mode with 5 devices: two of user `u0` (team red), one of `u1` (red), one of
+    /// `u2` (blue) and a dispatcher.
+    pub fn scoped() -> SimConfig {
+        SimConfig {
+            clients: 5,
+            ops_per_client: 120,
+            rules: true,
+            ..SimConfig::default()
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -74,6 +101,8 @@ impl Default for SimConfig {
             quiesce_rounds: 40,
             clock_shift_ms: 0,
             poison_unconfirmed_rows: false,
+            rules: false,
+            scope_bugs: false,
         }
     }
 }
@@ -108,6 +137,8 @@ impl Trace {
 
 pub(crate) struct Device {
     pub index: usize,
+    /// The schema text the device opens with.
+    pub schema_text: &'static str,
     pub client_id: String,
     pub path: PathBuf,
     pub clock: Arc<DeviceClock>,
@@ -157,7 +188,7 @@ impl Device {
 
     pub fn open(&mut self, schema: &Schema) -> Result<&Client, String> {
         if self.client.is_none() {
-            let c = Client::open_with(&self.path, schema, Some(SIM_SCHEMA), self.options())
+            let c = Client::open_with(&self.path, schema, Some(self.schema_text), self.options())
                 .map_err(|e| format!("open {}: {e}", self.client_id))?;
             c.set_network(self.network);
             self.client = Some(c);
@@ -177,18 +208,23 @@ struct Tokens {
     /// 401 `token_expired` to it, deterministically.
     expired: Vec<String>,
     issued: u64,
+    /// Scoped mode: each device's current claims (its user's).
+    claims: Option<Vec<SimClaims>>,
 }
 
 impl Tokens {
     fn mint(&self, c: usize, now_secs: u64, ttl_secs: u64) -> Result<String, String> {
-        burrow_server::auth::mint(
-            &self.secret,
-            &format!("user{c}"),
-            Default::default(),
-            now_secs,
-            ttl_secs,
-        )
-        .map_err(|e| e.to_string())
+        let (user, extra) = match self.claims.as_ref().and_then(|v| v.get(c)) {
+            Some(cl) => (cl.sub.clone(), cl.extra()),
+            None => (format!("user{c}"), Default::default()),
+        };
+        burrow_server::auth::mint(&self.secret, &user, extra, now_secs, ttl_secs)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Device `c`'s current claims (scoped mode).
+    fn claims_of(&self, c: usize) -> Option<&SimClaims> {
+        self.claims.as_ref().and_then(|v| v.get(c))
     }
 
     /// A fresh token for device `c` (each one different).
@@ -278,7 +314,8 @@ fn temp_root() -> Result<tempfile::TempDir, String> {
 
 async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
     let dir = temp_root()?;
-    let schema = Schema::from_toml_str(SIM_SCHEMA).map_err(|e| e.to_string())?;
+    let schema_text = if cfg.rules { SCOPED_SCHEMA } else { SIM_SCHEMA };
+    let schema = Schema::from_toml_str(schema_text).map_err(|e| e.to_string())?;
     let mut seeds = SeededRng::new(seed);
     let mut wrng = SeededRng::new(seeds.next_u64());
     let mut nrng = SeededRng::new(seeds.next_u64());
@@ -298,24 +335,24 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
     let secret = b"sim-secret".to_vec();
     let mut config = ServerConfig::new(dir.path().join("server"), schema.clone());
     config.secret = Some(secret.clone());
+    if cfg.rules {
+        let rules = SyncRules::parse(SIM_RULES, &schema).map_err(|e| e.to_string())?;
+        config.rules = Some(Arc::new(rules));
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| e.to_string())?;
-    let tokens = (0..cfg.clients)
-        .map(|c| {
-            burrow_server::auth::mint(
-                &secret,
-                &format!("user{c}"),
-                Default::default(),
-                4_000_000_000,
-                1_000_000,
-            )
-            .map_err(|e| e.to_string())
-        })
-        .collect::<Result<Vec<_>, _>>()?;
     let mut minted = Tokens {
         secret: secret.clone(),
         expired: Vec::new(),
         issued: 0,
+        claims: cfg.rules.then(|| {
+            (0..cfg.clients)
+                .map(|c| initial_claims(c, cfg.clients))
+                .collect()
+        }),
     };
+    let tokens = (0..cfg.clients)
+        .map(|c| minted.mint(c, 4_000_000_000, 1_000_000))
+        .collect::<Result<Vec<_>, _>>()?;
     minted.expired = (0..cfg.clients)
         .map(|c| minted.mint(c, 1_000_000, 3_600))
         .collect::<Result<Vec<_>, _>>()?;
@@ -331,6 +368,21 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
         .map_err(|e| e.to_string())?,
     );
     net.set_poison_rule(app.rule);
+    let mut scope = if cfg.rules {
+        let judge = Judge::open(&config.data_dir.join("server.db")).map_err(|e| e.to_string())?;
+        net.set_rules(Some(Arc::new(judge)))
+            .await
+            .map_err(|e| e.to_string())?;
+        Some(ScopeState {
+            bugs: cfg.scope_bugs,
+            rng: SeededRng::new(seeds.next_u64()),
+            known: Vec::new(),
+            server: None,
+            db: config.data_dir.join("server.db"),
+        })
+    } else {
+        None
+    };
     let mut devices: Vec<Device> = (0..cfg.clients)
         .map(|c| {
             let skew = if cfg.faults {
@@ -341,6 +393,7 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
             let offset = skew + cfg.clock_shift_ms;
             Device {
                 index: c,
+                schema_text,
                 client_id: format!("sim-{seed:x}-{c}"),
                 path: dir.path().join(format!("device{c}.db")),
                 clock: Arc::new(DeviceClock::new(clock.clone(), offset)),
@@ -391,11 +444,28 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
             )
             .await;
         }
+        if let Some(sc) = scope.as_mut() {
+            scope_change(
+                sc,
+                &net,
+                &mut devices,
+                &schema,
+                &mut minted,
+                &mut local_counters,
+                &mut report,
+                &mut trace,
+            )
+            .await?;
+        }
         let c = wrng.below(cfg.clients as u64) as usize;
         let action = wrng.below(100);
         let Some(d) = devices.get_mut(c) else {
             continue;
         };
+        let scoped = scope.as_mut().map(|st| Scoped {
+            st,
+            tokens: &minted,
+        });
         let outcome = act(
             d,
             action,
@@ -403,6 +473,7 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
             &mut app,
             &net,
             &schema,
+            scoped,
             &mut local_counters,
             &mut report,
         )
@@ -474,9 +545,33 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
             continue;
         };
         let dump = check::client_dump(&client, &schema)?;
-        check::same_state(d.index, &dump, &server_dump, &mut report);
+        let verdicts = match net.judge() {
+            Some(judge) => {
+                // I10a at the end: the device holds exactly what its grants cover (this
+                // replaces I3, which compares with the whole database).
+                let claims = minted
+                    .claims_of(d.index)
+                    .cloned()
+                    .ok_or("scoped mode without claims")?;
+                let subs = subscribed_items(&client)?;
+                let granted = crate::scope::granted(&server_dump, &claims, &subs);
+                crate::scope::same_scoped_state(
+                    d.index,
+                    "at the end",
+                    &dump,
+                    &granted,
+                    &mut report.violations,
+                );
+                local_counters.scope_checks += 1;
+                judge.verdicts(&d.client_id)
+            }
+            None => {
+                check::same_state(d.index, &dump, &server_dump, &mut report);
+                BTreeMap::new()
+            }
+        };
         check::no_partial_batch(&format!("device {}", d.index), &dump, &mut report);
-        check::zero_loss_no_dups(d, &client, &server, &mut report).await?;
+        check::zero_loss_no_dups(d, &client, &server, &verdicts, &mut report).await?;
         check::conflicts_preserved(d.index, &client, &conflict_log, &mut report)?;
         check::conflict_records_agree(d.index, &client, &conflict_log, &mut report)?;
         check::hlc_monotone_in_outbox(d.index, &client, &mut report)?;
@@ -484,6 +579,9 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
         d.client = Some(client);
     }
     check::no_partial_batch("server", &server_dump, &mut report);
+    if let Some(judge) = net.judge() {
+        report.violations.extend(judge.violations());
+    }
     report.final_state = Dump::fingerprint(&server_dump);
     trace.feed(&report.final_state);
     let mut counters = net.counters.lock().map(|c| c.clone()).unwrap_or_default();
@@ -572,7 +670,11 @@ async fn nemesis(
         }
         50..=57 => {
             counters.server_restarts += 1;
-            match net.restart_server() {
+            let restarted = match net.restart_server() {
+                Ok(()) => net.install_rules().await,
+                Err(e) => Err(e),
+            };
+            match restarted {
                 Ok(()) => "server-restart".to_string(),
                 Err(e) => {
                     report
@@ -647,6 +749,7 @@ async fn act(
     app: &mut App,
     net: &Arc<Net>,
     schema: &Schema,
+    scoped: Option<Scoped<'_>>,
     counters: &mut Counters,
     report: &mut SimReport,
 ) -> String {
@@ -657,7 +760,10 @@ async fn act(
     let Some(client) = d.client.take() else {
         return "no-client".into();
     };
-    let out = act_with(d, &client, action, rng, app, net, schema, counters, report).await;
+    let out = act_with(
+        d, &client, action, rng, app, net, schema, scoped, counters, report,
+    )
+    .await;
     d.client = Some(client);
     out
 }
@@ -671,6 +777,7 @@ async fn act_with(
     app: &mut App,
     net: &Arc<Net>,
     schema: &Schema,
+    mut scoped: Option<Scoped<'_>>,
     counters: &mut Counters,
     report: &mut SimReport,
 ) -> String {
@@ -701,10 +808,30 @@ async fn act_with(
             if title.starts_with("poison") {
                 d.untouchable.insert(id.clone());
             }
-            format!(
-                "INSERT INTO items(id, title, qty, status, note) VALUES ('{id}', '{title}', {}, 'new', NULL)",
-                rng.below(100)
-            )
+            match scoped.as_mut() {
+                None => format!(
+                    "INSERT INTO items(id, title, qty, status, note) VALUES ('{id}', '{title}', {}, 'new', NULL)",
+                    rng.below(100)
+                ),
+                Some(sc) => {
+                    let qty = rng.below(100);
+                    match sc.forbidden_insert(index, client, counters) {
+                        Some((fid, sql)) => {
+                            if !app.unconfirmed {
+                                d.untouchable.insert(fid);
+                            }
+                            sql
+                        }
+                        None => {
+                            let (team, owner) = sc.new_item_columns(index);
+                            sc.st.known.push(id.clone());
+                            format!(
+                                "INSERT INTO items(id, title, qty, status, note, team, owner) VALUES ('{id}', '{title}', {qty}, 'new', NULL, {team}, {owner})"
+                            )
+                        }
+                    }
+                }
+            }
         }
         15..=49 => match pick(rng) {
             Some(id) => {
@@ -746,7 +873,13 @@ async fn act_with(
                     7 => ("best", rng.below(1000).to_string()),
                     _ => ("pick", format!("'{}-{index}'", word(rng))),
                 };
-                if !matches!(col, "stock" | "notes") {
+                let (col, val) = match scoped.as_mut() {
+                    Some(sc) => sc
+                        .move_item(index, client, &id, counters)
+                        .unwrap_or((col, val)),
+                    None => (col, val),
+                };
+                if !matches!(col, "stock" | "notes") && val != "NULL" {
                     expect = Some((
                         id.clone(),
                         col.to_string(),
@@ -797,6 +930,9 @@ async fn act_with(
             let at = app.rng.below(size);
             let poison_label = label_hit.then_some(at);
             let long_id = id_hit.then_some(at);
+            let item = scoped
+                .as_mut()
+                .map(|sc| sc.batch_item(index, client, &ids, counters));
             (0..size)
                 .map(|k| {
                     let mut id = format!("b{index}-{}-{k}", d.next_id);
@@ -807,10 +943,16 @@ async fn act_with(
                     if poison_label == Some(k) {
                         label = format!("poison-{label}");
                     }
-                    format!(
-                        "INSERT INTO batches(id, tag, size, label) VALUES ('{id}', 'b{index}-{}', {size}, '{label}')",
-                        d.next_id,
-                    )
+                    match &item {
+                        None => format!(
+                            "INSERT INTO batches(id, tag, size, label) VALUES ('{id}', 'b{index}-{}', {size}, '{label}')",
+                            d.next_id,
+                        ),
+                        Some(item) => format!(
+                            "INSERT INTO batches(id, tag, size, label, item) VALUES ('{id}', 'b{index}-{}', {size}, '{label}', {item})",
+                            d.next_id,
+                        ),
+                    }
                 })
                 .collect::<Vec<_>>()
                 .join(";")
@@ -827,7 +969,17 @@ async fn act_with(
             } else {
                 None
             };
+            let subscribed = match scoped.as_mut() {
+                Some(sc) => sc.manage_subscriptions(client, &ids, counters, report),
+                None => String::new(),
+            };
             let r = client.sync(&transport).await;
+            if let (Some(sc), Ok(rep)) = (scoped.as_mut(), &r)
+                && rep.complete
+            {
+                sc.check_device(d, client, schema, net, counters, report)
+                    .await;
+            }
             check::cursor_monotone(d, client, report);
             check::expiry_keeps_queue(index, client, before, &r, report);
             check::rejected_rows_show_server_state(index, client, schema, report);
@@ -836,11 +988,11 @@ async fn act_with(
                 Ok(r) => {
                     counters.conflicts += r.conflicts;
                     format!(
-                        "sync-ok:{}:{}:{}:{}{reaction}",
+                        "sync-ok:{}:{}:{}:{}{reaction}{subscribed}",
                         r.ops_acked, r.changes_received, r.cursor, r.ops_rejected
                     )
                 }
-                Err(e) => format!("sync-err:{}{reaction}", e.is_retryable()),
+                Err(e) => format!("sync-err:{}{reaction}{subscribed}", e.is_retryable()),
             };
         }
     };
@@ -1008,4 +1160,463 @@ fn react_to_rejections(
             ":retry-err".into()
         }
     }
+}
+
+/// The first claims of device `c` in scoped mode: the last device is a dispatcher; devices 0
+/// and 1 belong to user `u0`, device `c >= 2` to user `u{c-1}`; users 0, 1 are in team red,
+/// user 2 in blue, and so on.
+fn initial_claims(c: usize, clients: usize) -> SimClaims {
+    if c + 1 == clients {
+        return SimClaims {
+            sub: "dispatcher".into(),
+            dispatcher: true,
+            team: None,
+        };
+    }
+    let user = c.saturating_sub(1);
+    SimClaims {
+        sub: format!("u{user}"),
+        dispatcher: false,
+        team: Some(if user % 3 == 2 { "blue" } else { "red" }.into()),
+    }
+}
+
+/// The items a device subscribed to through the parameterised stream [`ITEM_BATCHES`].
+fn subscribed_items(client: &Client) -> Result<BTreeSet<String>, String> {
+    Ok(client
+        .subscriptions()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|s| s.stream == ITEM_BATCHES)
+        .filter_map(|s| {
+            s.params
+                .get("item")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        })
+        .collect())
+}
+
+/// Scoped mode's own state: its RNG (the default mode's streams stay as they were), the item
+/// ids any device created (for writes to rows a device cannot see), and the server's state
+/// as last read.
+struct ScopeState {
+    /// See [`SimConfig::scope_bugs`].
+    bugs: bool,
+    rng: SeededRng,
+    known: Vec<String>,
+    /// The server's live rows at a head sequence.
+    server: Option<(u64, Dump)>,
+    db: PathBuf,
+}
+
+/// Scoped mode's state plus the claims, for one workload step.
+struct Scoped<'a> {
+    st: &'a mut ScopeState,
+    tokens: &'a Tokens,
+}
+
+fn sql_text(v: Option<&str>) -> String {
+    match v {
+        Some(t) => format!("'{t}'"),
+        None => "NULL".into(),
+    }
+}
+
+impl Scoped<'_> {
+    fn claims(&self, index: usize) -> Option<&SimClaims> {
+        self.tokens.claims_of(index)
+    }
+
+    fn members(&self) -> Vec<String> {
+        let mut m: Vec<String> = self
+            .tokens
+            .claims
+            .iter()
+            .flatten()
+            .filter(|c| !c.dispatcher)
+            .map(|c| c.sub.clone())
+            .collect();
+        m.dedup();
+        m
+    }
+
+    fn other_team(&mut self, mine: Option<&str>) -> &'static str {
+        let choices: Vec<&'static str> =
+            TEAMS.iter().copied().filter(|t| Some(*t) != mine).collect();
+        choices
+            .get(self.st.rng.below(choices.len().max(1) as u64) as usize)
+            .copied()
+            .unwrap_or("red")
+    }
+
+    /// A known item id the device does not hold, if any.
+    fn foreign_id(&mut self, client: &Client) -> Option<String> {
+        let held: BTreeSet<String> = client
+            .query_json("SELECT id FROM items")
+            .ok()?
+            .into_iter()
+            .filter_map(|r| r.get("id").and_then(|v| v.as_str()).map(str::to_string))
+            .collect();
+        let candidates: Vec<&String> = self
+            .st
+            .known
+            .iter()
+            .filter(|id| !held.contains(*id) && id.len() <= ROW_ID_BYTES_MAX)
+            .collect();
+        candidates
+            .get(self.st.rng.below(candidates.len().max(1) as u64) as usize)
+            .map(|s| s.to_string())
+    }
+
+    /// Now and then a member writes a row of another team it knows the id of (an insert of
+    /// an existing row: the server judges it as an update of the stored row).
+    fn forbidden_insert(
+        &mut self,
+        index: usize,
+        client: &Client,
+        counters: &mut Counters,
+    ) -> Option<(String, String)> {
+        let mine = self.claims(index)?.clone();
+        if mine.dispatcher || self.st.rng.below(6) != 0 {
+            return None;
+        }
+        let id = self.foreign_id(client)?;
+        let team = self.other_team(mine.team.as_deref());
+        counters.forbidden_attempts += 1;
+        Some((
+            id.clone(),
+            format!(
+                "INSERT INTO items(id, title, qty, status, note, team, owner) VALUES ('{id}', 'intruder-{index}', 1, 'new', NULL, '{team}', NULL)"
+            ),
+        ))
+    }
+
+    /// `team` and `owner` of a new item (SQL literals): a member's own team, owned by them
+    /// two times in three; a dispatcher's items go to any team and owner.
+    fn new_item_columns(&mut self, index: usize) -> (String, String) {
+        let Some(mine) = self.claims(index).cloned() else {
+            return ("NULL".into(), "NULL".into());
+        };
+        if mine.dispatcher {
+            let team = TEAMS[self.st.rng.below(2) as usize];
+            let members = self.members();
+            let owner = members
+                .get(self.st.rng.below(members.len() as u64 + 1) as usize)
+                .cloned();
+            return (format!("'{team}'"), sql_text(owner.as_deref()));
+        }
+        let owner = (self.st.rng.below(3) != 0).then_some(mine.sub.as_str());
+        (sql_text(mine.team.as_deref()), sql_text(owner))
+    }
+
+    /// Now and then an update moves the item to another team (a dispatcher or the owner may;
+    /// anyone else is refused) or, for a dispatcher, gives it another owner.
+    fn move_item(
+        &mut self,
+        index: usize,
+        client: &Client,
+        id: &str,
+        counters: &mut Counters,
+    ) -> Option<(&'static str, String)> {
+        if self.st.rng.below(7) != 0 {
+            return None;
+        }
+        let mine = self.claims(index)?.clone();
+        let owner = client
+            .query_json(&format!("SELECT owner FROM items WHERE id = '{id}'"))
+            .ok()
+            .and_then(|r| r.into_iter().next())
+            .and_then(|r| r.get("owner").and_then(|v| v.as_str()).map(str::to_string));
+        if mine.dispatcher && self.st.rng.below(3) == 0 {
+            let members = self.members();
+            let owner = members
+                .get(self.st.rng.below(members.len() as u64 + 1) as usize)
+                .filter(|_| self.st.bugs)
+                .cloned();
+            return Some(("owner", sql_text(owner.as_deref())));
+        }
+        let team = if self.st.bugs {
+            self.other_team(mine.team.as_deref())
+        } else {
+            "green"
+        };
+        if mine.dispatcher || owner.as_deref() == Some(mine.sub.as_str()) {
+            counters.team_moves += 1;
+        } else {
+            counters.forbidden_attempts += 1;
+        }
+        Some(("team", format!("'{team}'")))
+    }
+
+    /// The `item` of a new batch (SQL literal): mostly an item the device holds; now and then
+    /// (members) an item of another team, which the permissions refuse.
+    fn batch_item(
+        &mut self,
+        index: usize,
+        client: &Client,
+        held: &[String],
+        counters: &mut Counters,
+    ) -> String {
+        let dispatcher = self.claims(index).is_some_and(|c| c.dispatcher);
+        if !dispatcher
+            && self.st.rng.below(6) == 0
+            && let Some(id) = self.foreign_id(client)
+        {
+            counters.forbidden_attempts += 1;
+            return format!("'{id}'");
+        }
+        let pool: Vec<&String> = if dispatcher {
+            self.st.known.iter().collect()
+        } else {
+            held.iter().collect()
+        };
+        let pool: Vec<&String> = pool
+            .into_iter()
+            .filter(|i| i.len() <= ROW_ID_BYTES_MAX)
+            .collect();
+        sql_text(
+            pool.get(self.st.rng.below(pool.len().max(1) as u64) as usize)
+                .map(|s| s.as_str()),
+        )
+    }
+
+    /// Now and then the app subscribes to the batches of an item it holds (refused unless it
+    /// owns the item) or drops a subscription. Returns a note for the trace.
+    fn manage_subscriptions(
+        &mut self,
+        client: &Client,
+        held: &[String],
+        counters: &mut Counters,
+        report: &mut SimReport,
+    ) -> String {
+        if self.st.rng.below(8) != 0 {
+            return String::new();
+        }
+        let current: Vec<String> = subscribed_items(client)
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default();
+        let params = |item: &str| {
+            let mut m = serde_json::Map::new();
+            m.insert("item".into(), serde_json::Value::String(item.to_string()));
+            m
+        };
+        if !current.is_empty() && self.st.rng.below(3) == 0 {
+            let Some(item) = current.get(self.st.rng.below(current.len() as u64) as usize) else {
+                return String::new();
+            };
+            return match client.unsubscribe(ITEM_BATCHES, params(item)) {
+                Ok(_) => format!(":unsub:{item}"),
+                Err(e) => {
+                    report.violations.push(format!("unsubscribe failed: {e}"));
+                    String::new()
+                }
+            };
+        }
+        let Some(item) = held.get(self.st.rng.below(held.len().max(1) as u64) as usize) else {
+            return String::new();
+        };
+        match client.subscribe(ITEM_BATCHES, params(item)) {
+            Ok(()) => {
+                counters.subscriptions += 1;
+                format!(":sub:{item}")
+            }
+            Err(e) => {
+                report.violations.push(format!("subscribe failed: {e}"));
+                String::new()
+            }
+        }
+    }
+
+    /// I10a after a complete sync that left the outbox empty: the device holds exactly the
+    /// rows its user's grants cover on the server, with the server's values.
+    async fn check_device(
+        &mut self,
+        d: &Device,
+        client: &Client,
+        schema: &Schema,
+        net: &Arc<Net>,
+        counters: &mut Counters,
+        report: &mut SimReport,
+    ) {
+        let Some(claims) = self.claims(d.index).cloned() else {
+            return;
+        };
+        if client.status().map(|s| s.pending_ops).unwrap_or(1) > 0 {
+            return;
+        }
+        let Some(server) = net.server() else { return };
+        let head = match server.store().head_seq().await {
+            Ok(h) => h,
+            Err(e) => {
+                report.violations.push(format!("head_seq: {e}"));
+                return;
+            }
+        };
+        if self.st.server.as_ref().is_none_or(|(h, _)| *h != head) {
+            match check::server_dump(&self.st.db, schema) {
+                Ok(dump) => self.st.server = Some((head, dump)),
+                Err(e) => {
+                    report.violations.push(format!("server dump: {e}"));
+                    return;
+                }
+            }
+        }
+        let Some((_, server_dump)) = self.st.server.as_ref() else {
+            return;
+        };
+        let (dump, subs) = match (check::client_dump(client, schema), subscribed_items(client)) {
+            (Ok(d), Ok(s)) => (d, s),
+            (Err(e), _) | (_, Err(e)) => {
+                report.violations.push(format!("device {}: {e}", d.index));
+                return;
+            }
+        };
+        let granted = crate::scope::granted(server_dump, &claims, &subs);
+        crate::scope::same_scoped_state(
+            d.index,
+            "after a complete sync",
+            &dump,
+            &granted,
+            &mut report.violations,
+        );
+        counters.scope_checks += 1;
+    }
+}
+
+/// Now and then a member user's claims change (another team): each of their devices gets a
+/// token with the new claims (a device whose token expired gets it at its refresh). Unless
+/// [`SimConfig::scope_bugs`], the user's devices sync to the head under the old claims first
+/// and again right after (on a healed link; the change waits while a device is offline or its
+/// token expired).
+#[allow(clippy::too_many_arguments)]
+async fn scope_change(
+    sc: &mut ScopeState,
+    net: &Arc<Net>,
+    devices: &mut [Device],
+    schema: &Schema,
+    tokens: &mut Tokens,
+    counters: &mut Counters,
+    report: &mut SimReport,
+    trace: &mut Trace,
+) -> Result<(), String> {
+    if sc.rng.below(1000) >= 6 {
+        return Ok(());
+    }
+    let Some(claims) = tokens.claims.as_mut() else {
+        return Ok(());
+    };
+    let members: Vec<String> = {
+        let mut m: Vec<String> = claims
+            .iter()
+            .filter(|c| !c.dispatcher)
+            .map(|c| c.sub.clone())
+            .collect();
+        m.dedup();
+        m
+    };
+    let Some(user) = members.get(sc.rng.below(members.len().max(1) as u64) as usize) else {
+        return Ok(());
+    };
+    let user = user.clone();
+    let user = &user;
+    let current = claims
+        .iter()
+        .find(|c| &c.sub == user)
+        .and_then(|c| c.team.clone());
+    let teams: &[&str] = if sc.bugs { &TEAMS } else { &TEAMS[..2] };
+    let choices: Vec<&str> = teams
+        .iter()
+        .copied()
+        .filter(|t| Some(*t) != current.as_deref())
+        .collect();
+    let mine: Vec<usize> = (0..claims.len())
+        .filter(|c| claims.get(*c).is_some_and(|cl| &cl.sub == user))
+        .collect();
+    if !sc.bugs {
+        let ready = mine.iter().all(|c| {
+            devices
+                .get(*c)
+                .is_some_and(|d| !d.token_expired && d.network == NetworkState::default())
+        });
+        if !ready {
+            return Ok(());
+        }
+        for c in &mine {
+            net.set_link(*c, LinkFaults::default());
+            if let Some(d) = devices.get_mut(*c) {
+                sync_to_head(d, net, schema, counters, report, trace).await?;
+            }
+        }
+    }
+    let Some(claims) = tokens.claims.as_mut() else {
+        return Ok(());
+    };
+    let team = choices
+        .get(sc.rng.below(choices.len().max(1) as u64) as usize)
+        .copied()
+        .unwrap_or("red");
+    for c in claims.iter_mut().filter(|c| &c.sub == user) {
+        c.team = Some(team.to_string());
+    }
+    for d in devices.iter_mut() {
+        if tokens.claims_of(d.index).is_some_and(|c| &c.sub == user) && !d.token_expired {
+            let fresh = tokens.fresh(d.index)?;
+            net.set_token(d.index, &fresh);
+        }
+    }
+    if !sc.bugs {
+        for c in &mine {
+            if let Some(d) = devices.get_mut(*c) {
+                sync_to_head(d, net, schema, counters, report, trace).await?;
+                let Some(client) = d.client.take() else {
+                    continue;
+                };
+                Scoped { st: sc, tokens }
+                    .check_device(d, &client, schema, net, counters, report)
+                    .await;
+                d.client = Some(client);
+            }
+        }
+    }
+    counters.scope_changes += 1;
+    let event = format!("scope:{user}->{team}");
+    if log_enabled() {
+        eprintln!("nemesis: {event}");
+    }
+    trace.feed(&event);
+    Ok(())
+}
+
+/// Syncs device `d` until a sync completes (at most 3 tries); checks I6.
+async fn sync_to_head(
+    d: &mut Device,
+    net: &Arc<Net>,
+    schema: &Schema,
+    counters: &mut Counters,
+    report: &mut SimReport,
+    trace: &mut Trace,
+) -> Result<(), String> {
+    d.open(schema)?;
+    let Some(client) = d.client.take() else {
+        return Ok(());
+    };
+    let t = SimTransport {
+        net: net.clone(),
+        index: d.index,
+    };
+    for _ in 0..3 {
+        let r = client.sync(&t).await;
+        check::cursor_monotone(d, &client, report);
+        check::expiry_keeps_queue(d.index, &client, None, &r, report);
+        trace.feed(&format!("scope-sync{}:{}", d.index, r.is_ok()));
+        if let Ok(r) = &r {
+            counters.conflicts += r.conflicts;
+            if r.complete {
+                break;
+            }
+        }
+    }
+    d.client = Some(client);
+    Ok(())
 }

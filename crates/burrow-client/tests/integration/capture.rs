@@ -341,7 +341,11 @@ async fn a_request_carries_one_lane_and_bulk_requests_stay_small() {
         .unwrap()
     };
     let first = read(limits);
-    assert_eq!(first.op_count, 1, "the critical op goes alone: {:?}", first.by_lane);
+    assert_eq!(
+        first.op_count, 1,
+        "the critical op goes alone: {:?}",
+        first.by_lane
+    );
     assert_eq!(first.txs[0].ops[0].row_id, "s-urgent");
     // Once it is answered, bulk requests carry about `bulk_bytes_max` (whole transactions).
     env.sync(&a).await;

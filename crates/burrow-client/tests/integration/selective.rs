@@ -213,15 +213,11 @@ async fn a_reassigned_route_leaves_the_old_drivers_device_and_reaches_the_new_on
 #[tokio::test]
 async fn a_pending_edit_the_user_may_still_make_is_uploaded_after_its_row_leaves_scope() {
     let env = Delivery::start().await;
-    let today = env.today();
     let office = env.device("office");
     office
-        .execute(&format!(
-            "INSERT INTO jobs(id, technician_id, status) VALUES ('j1', 'tom', 'scheduled');"
-        ))
+        .execute("INSERT INTO jobs(id, technician_id, status) VALUES ('j1', 'tom', 'scheduled');")
         .unwrap();
     office.sync(&env.dispatcher()).await.unwrap();
-    let _ = today;
     let tom = env.device("tom");
     let tech = env.transport("tom", &[("role", serde_json::json!("technician"))]);
     tom.sync(&tech).await.unwrap();

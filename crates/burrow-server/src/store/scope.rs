@@ -26,6 +26,7 @@ CREATE TABLE IF NOT EXISTS bucket_rows (
   id TEXT NOT NULL,
   seq INTEGER NOT NULL,
   removed INTEGER NOT NULL,
+  added INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY (bucket, tbl, id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS bucket_rows_by_seq ON bucket_rows(bucket, seq);
@@ -41,6 +42,22 @@ CREATE INDEX IF NOT EXISTS lookup_index_by_row ON lookup_index(tbl, id);
 CREATE TABLE IF NOT EXISTS scopes (hash INTEGER PRIMARY KEY, buckets TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS rows_by_tbl_seq ON rows(tbl, seq);
 ";
+
+/// Brings a store created before `bucket_rows.added` existed up to date.
+pub(crate) fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has_added: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('bucket_rows') WHERE name = 'added')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_added {
+        conn.execute_batch(
+            "ALTER TABLE bucket_rows ADD COLUMN added INTEGER NOT NULL DEFAULT 0;
+             DELETE FROM meta WHERE key = 'rules_hash';",
+        )?;
+    }
+    Ok(())
+}
 
 /// A value as `lookup_index` keys it, normalised by the column's type so a claim `'42'`
 /// finds the integer 42. `None` for NULL and values that cannot match.
@@ -128,8 +145,9 @@ pub(crate) fn index_row(
         }
         for b in &new {
             tx.prepare_cached(
-                "INSERT INTO bucket_rows(bucket, tbl, id, seq, removed) VALUES (?1, ?2, ?3, ?4, 0)
-                 ON CONFLICT(bucket, tbl, id) DO UPDATE SET seq = excluded.seq, removed = 0",
+                "INSERT INTO bucket_rows(bucket, tbl, id, seq, removed, added) VALUES (?1, ?2, ?3, ?4, 0, ?4)
+                 ON CONFLICT(bucket, tbl, id) DO UPDATE SET seq = excluded.seq, removed = 0,
+                   added = CASE WHEN bucket_rows.removed = 1 THEN excluded.seq ELSE bucket_rows.added END",
             )?
             .execute(params![b.0, table, row_id, seq as i64])?;
         }
@@ -208,6 +226,7 @@ pub(crate) fn check_permissions(
     schema: &Schema,
     claims: &burrow_core::ClaimSet,
     now_ms: u64,
+    replica: u64,
     ops: &[&burrow_core::Op],
 ) -> Result<Option<(u64, burrow_core::rules::Denied)>, StoreError> {
     use burrow_core::OpKind;
@@ -225,7 +244,7 @@ pub(crate) fn check_permissions(
             None => {
                 let stored = tx
                     .prepare_cached(
-                        "SELECT deleted, seq, hlc, fields FROM rows WHERE tbl = ?1 AND id = ?2",
+                        "SELECT deleted, seq, hlc, fields, replica FROM rows WHERE tbl = ?1 AND id = ?2",
                     )?
                     .query_row(params![op.table, op.row_id], |r| {
                         Ok((
@@ -233,11 +252,25 @@ pub(crate) fn check_permissions(
                             r.get::<_, i64>(1)?,
                             r.get::<_, i64>(2)?,
                             r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, i64>(4)?,
                         ))
                     })
                     .optional()?;
+                if let Some((true, tomb_seq, _, _, tomb_replica)) = stored {
+                    // A tombstone: deleting it again changes nothing, and a write its author
+                    // had not seen loses to the delete (default `delete_wins`) — no effect
+                    // either, so nothing to judge. Otherwise the write starts a new life:
+                    // judged as an insert.
+                    let delete_wins = schema.table(&op.table).is_none_or(|t| {
+                        t.on_delete_conflict == burrow_core::schema::DeleteConflict::DeleteWins
+                    });
+                    let unseen = op.base_seq < tomb_seq as u64 && tomb_replica as u64 != replica;
+                    if op.kind == OpKind::Delete || (unseen && delete_wins) {
+                        continue;
+                    }
+                }
                 match stored {
-                    Some((false, seq, hlc, blob)) => {
+                    Some((false, seq, hlc, blob, _)) => {
                         let row = burrow_proto::convert::server_row_from_parts(
                             false, seq as u64, hlc as u64, &blob,
                         )
@@ -522,8 +555,13 @@ struct Entry {
     tbl: std::cmp::Reverse<String>,
     id: std::cmp::Reverse<String>,
     removed: bool,
+    /// The sequence at which the row (re-)entered the bucket.
+    added: u64,
     source: usize,
 }
+
+/// One row out of [`Merge`]: `(seq, tbl, id, present, added)`.
+type MergedRow = (u64, String, String, bool, u64);
 
 /// Streams `(seq, tbl, id, removed)` of several buckets merged in sequence order.
 struct Merge<'c> {
@@ -542,14 +580,16 @@ impl<'c> Merge<'c> {
         Ok(Merge { rows, heap })
     }
 
-    /// The next row: `(seq, tbl, id, present in any stream at this seq)`.
-    fn next(&mut self) -> Result<Option<(u64, String, String, bool)>, StoreError> {
+    /// The next row: `(seq, tbl, id, present in any stream at this seq, the latest sequence
+    /// at which it entered one of the streams' buckets while present)`.
+    fn next(&mut self) -> Result<Option<MergedRow>, StoreError> {
         let Some(first) = self.heap.pop() else {
             return Ok(None);
         };
         self.advance(first.source)?;
         let (seq, tbl, id) = (first.seq.0, first.tbl.0, first.id.0);
         let mut present = !first.removed;
+        let mut added = if first.removed { 0 } else { first.added };
         while self
             .heap
             .peek()
@@ -557,10 +597,13 @@ impl<'c> Merge<'c> {
         {
             if let Some(e) = self.heap.pop() {
                 present |= !e.removed;
+                if !e.removed {
+                    added = added.max(e.added);
+                }
                 self.advance(e.source)?;
             }
         }
-        Ok(Some((seq, tbl, id, present)))
+        Ok(Some((seq, tbl, id, present, added)))
     }
 
     fn advance(&mut self, i: usize) -> Result<(), StoreError> {
@@ -580,6 +623,7 @@ fn next_entry(rows: &mut rusqlite::Rows<'_>, source: usize) -> Result<Option<Ent
             tbl: std::cmp::Reverse(r.get(1)?),
             id: std::cmp::Reverse(r.get(2)?),
             removed: r.get(3)?,
+            added: r.get::<_, i64>(4)? as u64,
             source,
         }),
         None => None,
@@ -632,10 +676,11 @@ pub(crate) fn pull_scoped(
         let new: BTreeSet<BucketKey> = grants.difference(&held).cloned().collect();
         let first_page = pos.catchup_after == 0 || pos.catchup_target != scope_hash(&new);
         if first_page {
-            evictions(tx, &held, &grants, &mut changes)?;
+            evictions(tx, &held, &grants, cursor.after, &mut changes)?;
         }
         if cursor.after > 0 && !new.is_empty() {
-            // Catch up the new buckets' rows the delta has already passed (seq <= after).
+            // Catch up every row of the new buckets, whole: the delta would send rows past the
+            // cursor with only the fields changed since it, and has passed the others.
             let target = scope_hash(&new);
             let from = if pos.catchup_target == target {
                 pos.catchup_after
@@ -646,18 +691,18 @@ pub(crate) fn pull_scoped(
             let mut stmts = Vec::with_capacity(keys.len());
             for _ in &keys {
                 stmts.push(tx.prepare(
-                    "SELECT seq, tbl, id, removed FROM bucket_rows
-                     WHERE bucket = ?1 AND seq > ?2 AND seq <= ?3 AND removed = 0 ORDER BY seq, tbl, id",
+                    "SELECT seq, tbl, id, removed, added FROM bucket_rows
+                     WHERE bucket = ?1 AND seq > ?2 AND removed = 0 ORDER BY seq, tbl, id",
                 )?);
             }
             let mut streams = Vec::with_capacity(keys.len());
             for (stmt, key) in stmts.iter_mut().zip(&keys) {
-                streams.push(stmt.query(params![key.0, from as i64, cursor.after as i64])?);
+                streams.push(stmt.query(params![key.0, from as i64])?);
             }
             let mut merge = Merge::new(streams)?;
             let mut last = from;
             let mut full = false;
-            while let Some((seq, tbl, id, _)) = merge.next()? {
+            while let Some((seq, tbl, id, _, _)) = merge.next()? {
                 if bytes >= req.page_bytes_max || changes.len() >= req.page_rows_max {
                     full = true;
                     break;
@@ -692,12 +737,12 @@ pub(crate) fn pull_scoped(
     let mut stmts = Vec::with_capacity(keys.len() + 1);
     for _ in &keys {
         stmts.push(tx.prepare(
-            "SELECT seq, tbl, id, removed FROM bucket_rows
+            "SELECT seq, tbl, id, removed, added FROM bucket_rows
              WHERE bucket = ?1 AND seq > ?2 ORDER BY seq, tbl, id",
         )?);
     }
     stmts.push(tx.prepare(
-        "SELECT seq, tbl, id, 0 FROM rows
+        "SELECT seq, tbl, id, 0, 0 FROM rows
          WHERE tbl = ?1 AND seq > ?2 AND (audience IS NULL OR instr(audience, ?3) > 0) ORDER BY seq, tbl, id",
     )?);
     let mut streams = Vec::with_capacity(stmts.len());
@@ -717,14 +762,21 @@ pub(crate) fn pull_scoped(
     let mut last = cursor.after;
     let mut more = false;
     let granted: HashSet<&str> = grants.iter().map(|b| b.0.as_str()).collect();
-    while let Some((seq, tbl, id, present)) = merge.next()? {
+    while let Some((seq, tbl, id, present, added)) = merge.next()? {
         if bytes >= req.page_bytes_max || changes.len() >= req.page_rows_max {
             more = true;
             break;
         }
         last = seq;
         if present {
-            if let Some(c) = read_change(&tbl, &id, cursor.since, req.exclude_replica)? {
+            // A row that entered one of the client's buckets since its cursor may be new to
+            // it: all its fields go.
+            let since = if added > cursor.since {
+                0
+            } else {
+                cursor.since
+            };
+            if let Some(c) = read_change(&tbl, &id, since, req.exclude_replica)? {
                 bytes += change_size(&c);
                 changes.push(c);
             }
@@ -789,20 +841,25 @@ fn held_elsewhere(
         .any(|b| granted.contains(b.0.as_str())))
 }
 
-/// Rows of buckets the client held but lost, unless a bucket it keeps holds them.
+/// Rows of buckets the client held but lost, unless a bucket it keeps holds them: the rows
+/// in them now, and those that left them after the client's cursor (it still has them).
 fn evictions(
     tx: &Connection,
     held: &BTreeSet<BucketKey>,
     grants: &BTreeSet<BucketKey>,
+    after: u64,
     out: &mut Vec<RowChange>,
 ) -> Result<(), StoreError> {
     let granted: HashSet<&str> = grants.iter().map(|b| b.0.as_str()).collect();
     let mut seen: BTreeMap<(String, String), ()> = BTreeMap::new();
-    let mut stmt = tx
-        .prepare_cached("SELECT tbl, id, seq FROM bucket_rows WHERE bucket = ?1 AND removed = 0")?;
+    let mut stmt = tx.prepare_cached(
+        "SELECT tbl, id, seq FROM bucket_rows WHERE bucket = ?1 AND (removed = 0 OR seq > ?2)",
+    )?;
     for lost in held.difference(grants) {
         let rows: Vec<(String, String, i64)> = stmt
-            .query_map([&lost.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .query_map(params![&lost.0, after as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
             .collect::<Result<_, _>>()?;
         for (tbl, id, seq) in rows {
             if seen.insert((tbl.clone(), id.clone()), ()).is_some() {

@@ -95,6 +95,7 @@ impl SqliteServerStore {
         writer.execute_batch(SCHEMA_SQL)?;
         conflict_log::migrate(&writer)?;
         writer.execute_batch(super::scope::SCOPE_SQL)?;
+        super::scope::migrate(&writer)?;
         let reader = open_conn(path)?;
         Ok(SqliteServerStore {
             writer: Arc::new(Mutex::new(writer)),
@@ -373,6 +374,7 @@ fn ingest_tx(
             &req.env.schema,
             &req.claims,
             req.now_ms,
+            replica,
             &fresh_ops,
         )? {
             // A forbidden op has no effect, and neither has its local transaction.
