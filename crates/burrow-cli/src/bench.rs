@@ -33,6 +33,11 @@ enum Which {
         /// Rows on the server.
         #[arg(long, default_value_t = 100_000)]
         rows: u64,
+        /// How the server gets its rows: `client` (captured in a client and uploaded, as an
+        /// app would), `store` (written into the server's store before it starts: much
+        /// faster), or `auto` (client up to 200,000 rows, store above).
+        #[arg(long, default_value = "auto")]
+        seed: SeedMode,
     },
     /// N offline edits (one local transaction each) pushed in one sync.
     Push {
@@ -102,7 +107,79 @@ enum Which {
         #[arg(long, default_value_t = 5)]
         seed: u64,
     },
+    /// Change-capture overhead: N inserts in one transaction and single-row update
+    /// transactions through `Client::write`, as a ratio to plain SQLite (same table and
+    /// pragmas, no triggers).
+    Capture {
+        /// Rows inserted in one transaction.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        /// Single-row update transactions.
+        #[arg(long, default_value_t = 2_000)]
+        updates: u64,
+    },
+    /// Delta pull: a synced device pulls the changes another device pushed (wall, bytes).
+    Delta {
+        /// Rows both devices hold.
+        #[arg(long, default_value_t = 100_000)]
+        rows: u64,
+        /// Changes to pull (one row each).
+        #[arg(long, default_value_t = 10_000)]
+        changes: u64,
+    },
+    /// Server ingest throughput (SQLite store): devices uploading one-op transactions
+    /// concurrently through HTTP, and the same requests into the store directly.
+    Ingest {
+        /// Devices uploading at once.
+        #[arg(long, default_value_t = 8)]
+        devices: usize,
+        /// Ops in all.
+        #[arg(long, default_value_t = 40_000)]
+        ops: usize,
+        /// One-op transactions per request.
+        #[arg(long, default_value_t = 100)]
+        batch: usize,
+    },
+    /// Server memory per live connection: `burrow serve` as a child process, N live
+    /// WebSockets opened from this one, the child's RSS from /proc (Linux; needs
+    /// `ulimit -n` above N).
+    Memory {
+        /// Live connections to open.
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+    },
+    /// Every figure of the brief's table, each benchmark in a child process, then a summary
+    /// (figure, result, target, met/MISSED) and all JSON written to `--out`. Sizes and
+    /// repetitions (`--reps` is ignored): initial-sync 100k rows ×3 and 1M rows ×3 (seeded
+    /// into the store); capture 100k inserts + 1,000 updates ×5; push 10k ×3; delta 10k of
+    /// 100k ×3; policies ×1; live 1,000 clients ×3; edge ×1; scope ×3; ingest 8 devices ×
+    /// 5,000 ops ×5; memory 10,000 connections. About 5 minutes on 2 cores (4–6 under load).
+    /// Exit code 0 when a target is missed (it is a measurement), 1 when a benchmark could
+    /// not run.
+    All {
+        /// Where to write the JSON of everything.
+        #[arg(long, default_value = "bench-results.json")]
+        out: std::path::PathBuf,
+        /// Tiny sizes for every benchmark (checks the plumbing in seconds; figures
+        /// meaningless).
+        #[arg(long)]
+        tiny: bool,
+    },
 }
+
+/// How `initial-sync` puts its rows on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SeedMode {
+    /// Captured by a client and uploaded.
+    Client,
+    /// Written into the server's store before it starts.
+    Store,
+    /// `client` up to [`AUTO_STORE_SEED_ROWS`] rows, `store` above.
+    Auto,
+}
+
+/// Above this many rows `--seed auto` seeds the store directly.
+const AUTO_STORE_SEED_ROWS: u64 = 200_000;
 
 /// The median of `xs` (NaN when empty).
 pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
@@ -112,7 +189,7 @@ pub(crate) fn median(mut xs: Vec<f64>) -> f64 {
 
 /// A server on loopback serving a schema, with a token, in a temporary directory.
 pub(crate) struct Fixture {
-    _dir: tempfile::TempDir,
+    pub(crate) _dir: tempfile::TempDir,
     pub(crate) dir: std::path::PathBuf,
     pub(crate) server: burrow_server::RunningServer,
     pub(crate) token: String,
@@ -176,18 +253,31 @@ fn raw_json_bytes(client: &Client) -> Result<u64> {
     Ok(serde_json::to_vec(&rows)?.len() as u64)
 }
 
-async fn initial_sync(rows: u64, reps: usize, json: bool) -> Result<()> {
-    let f = fixture().await?;
-    let seeder = Client::open(f.dir.join("seed.db"), &f.schema)?;
-    let t = Instant::now();
-    seed(&seeder, rows)?;
-    let seed_secs = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    seeder
-        .sync(&HttpTransport::new(&f.server.url(), &f.token)?)
-        .await?;
-    let upload_secs = t.elapsed().as_secs_f64();
-    let raw = raw_json_bytes(&seeder)?;
+async fn initial_sync(rows: u64, seed_mode: SeedMode, reps: usize, json: bool) -> Result<()> {
+    let by_store = match seed_mode {
+        SeedMode::Store => true,
+        SeedMode::Client => false,
+        SeedMode::Auto => rows > AUTO_STORE_SEED_ROWS,
+    };
+    let (f, seed_secs, upload_secs, mut raw) = if by_store {
+        let t = Instant::now();
+        let f = crate::bench_seed::store_seeded_fixture(rows).await?;
+        // The raw JSON size is read from the first synced client below.
+        (f, t.elapsed().as_secs_f64(), 0.0, None)
+    } else {
+        let f = fixture().await?;
+        let seeder = Client::open(f.dir.join("seed.db"), &f.schema)?;
+        let t = Instant::now();
+        seed(&seeder, rows)?;
+        let seed_secs = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        seeder
+            .sync(&HttpTransport::new(&f.server.url(), &f.token)?)
+            .await?;
+        let upload_secs = t.elapsed().as_secs_f64();
+        let raw = raw_json_bytes(&seeder)?;
+        (f, seed_secs, upload_secs, Some(raw))
+    };
     let schema_path = f.dir.join("schema.toml");
     std::fs::write(&schema_path, DELIVERY_SCHEMA)?;
     let exe = std::env::current_exe()?;
@@ -221,11 +311,15 @@ async fn initial_sync(rows: u64, reps: usize, json: bool) -> Result<()> {
             "expected {rows} rows: {report}"
         );
         check_count(&db, rows)?;
+        if raw.is_none() {
+            raw = Some(crate::bench_seed::raw_json_bytes_of(&db)?);
+        }
         walls.push(wall);
         bytes.push(report["bytes_down"].as_f64().unwrap_or(f64::NAN));
         rss.push(report["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN));
     }
     let (wall, down, peak) = (median(walls.clone()), median(bytes), median(rss));
+    let raw = raw.unwrap_or(0);
     let result = serde_json::json!({
         "bench": "initial-sync",
         "rows": rows,
@@ -237,6 +331,7 @@ async fn initial_sync(rows: u64, reps: usize, json: bool) -> Result<()> {
         "raw_json_bytes": raw,
         "wire_to_json_ratio": down / raw as f64,
         "client_peak_rss_bytes": peak,
+        "seed": if by_store { "store" } else { "client" },
         "seed_local_seconds": seed_secs,
         "seed_upload_seconds": upload_secs,
     });
@@ -253,10 +348,17 @@ async fn initial_sync(rows: u64, reps: usize, json: bool) -> Result<()> {
             ("raw JSON of the same rows", format!("{raw} B")),
             ("wire / raw JSON", format!("{:.3}", down / raw as f64)),
             ("client peak RSS", format!("{:.1} MB", peak / 1e6)),
-            (
-                "(setup) local insert / upload",
-                format!("{seed_secs:.2} s / {upload_secs:.2} s"),
-            ),
+            if by_store {
+                (
+                    "(setup) rows written into the server's store",
+                    format!("{seed_secs:.2} s"),
+                )
+            } else {
+                (
+                    "(setup) local insert / upload",
+                    format!("{seed_secs:.2} s / {upload_secs:.2} s"),
+                )
+            },
         ],
     )
 }
@@ -331,7 +433,11 @@ async fn push(edits: u64, reps: usize, json: bool) -> Result<()> {
     )
 }
 
-fn print_result(result: &serde_json::Value, json: bool, lines: &[(&str, String)]) -> Result<()> {
+pub(crate) fn print_result(
+    result: &serde_json::Value,
+    json: bool,
+    lines: &[(&str, String)],
+) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(result)?);
     } else {
@@ -345,9 +451,18 @@ fn print_result(result: &serde_json::Value, json: bool, lines: &[(&str, String)]
 /// Runs a benchmark.
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let reps = args.reps.max(1);
+    if let Which::All { out, tiny } = &args.which {
+        return crate::bench_all::run(out, *tiny, args.json);
+    }
+    let json = args.json;
+    let print = move |(result, lines): (serde_json::Value, Vec<(String, String)>)| {
+        let lines: Vec<(&str, String)> =
+            lines.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        print_result(&result, json, &lines)
+    };
     crate::runtime()?.block_on(async move {
         match args.which {
-            Which::InitialSync { rows } => initial_sync(rows, reps, args.json).await,
+            Which::InitialSync { rows, seed } => initial_sync(rows, seed, reps, json).await,
             Which::Push { edits } => push(edits, reps, args.json).await,
             Which::Policies { batch, rows, ops } => {
                 crate::bench_policies::run(batch, rows, ops, reps, args.json).await
@@ -391,6 +506,40 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
                     lines.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
                 print_result(&result, args.json, &lines)
             }
+            Which::Capture { rows, updates } => {
+                let options = crate::bench_capture::CaptureOptions {
+                    rows,
+                    updates,
+                    reps,
+                };
+                print(crate::bench_capture::run(&options)?)
+            }
+            Which::Delta { rows, changes } => {
+                let options = crate::bench_delta::DeltaOptions {
+                    rows,
+                    changes,
+                    reps,
+                };
+                print(crate::bench_delta::run(&options).await?)
+            }
+            Which::Ingest {
+                devices,
+                ops,
+                batch,
+            } => {
+                let options = crate::bench_ingest::IngestOptions {
+                    devices,
+                    ops,
+                    batch,
+                    reps,
+                };
+                print(crate::bench_ingest::run(&options).await?)
+            }
+            Which::Memory { connections } => {
+                let options = crate::bench_memory::MemoryOptions { connections };
+                print(crate::bench_memory::run(&options).await?)
+            }
+            Which::All { .. } => Ok(()),
         }
     })?;
     Ok(ExitCode::SUCCESS)

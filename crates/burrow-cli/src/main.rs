@@ -2,10 +2,16 @@
 //! demo and benchmarks.
 
 mod bench;
+mod bench_all;
+mod bench_capture;
+mod bench_delta;
 mod bench_edge;
+mod bench_ingest;
 mod bench_live;
+mod bench_memory;
 mod bench_policies;
 mod bench_scope;
+mod bench_seed;
 mod cli_client;
 mod demo;
 mod duration;
@@ -46,7 +52,8 @@ enum Command {
     /// Run a fleet of devices through offline edits and conflicts against an embedded server,
     /// and check that nothing is lost and everyone converges.
     Demo(demo::DemoArgs),
-    /// Measure sync figures (initial sync, push, policies, live latency, EDGE).
+    /// Measure sync figures (initial sync, push, delta, capture, ingest, memory, policies,
+    /// live latency, EDGE, selective sync; `all` for every figure of the brief).
     Bench(bench::BenchArgs),
     /// Run a fault-injecting TCP proxy (latency, bandwidth caps, drops, stalls, outages) in
     /// front of a server.

@@ -472,9 +472,29 @@ pub async fn process_sync<S: ServerStore>(
             .into());
         }
     }
+    // Rows this request's ops wrote: under sync rules, one the writer may not read leaves
+    // its device with the answer.
+    let mut written: Vec<(String, String)> = Vec::new();
     if op_count > 0 {
         let ingest = build_ingest(state.clock.now_ms(), &state.env, claims, &mut req);
+        let rows: std::collections::HashMap<u64, (String, String)> = ingest
+            .txs
+            .iter()
+            .flat_map(|t| t.ops.iter())
+            .filter_map(|o| {
+                o.op.as_ref()
+                    .ok()
+                    .map(|op| (o.client_seq, (op.table.clone(), op.row_id.clone())))
+            })
+            .collect();
         let result = state.store.ingest(ingest).await?;
+        written = result
+            .outcomes
+            .iter()
+            .filter(|(_, o, _)| matches!(o, OutcomeKind::Applied | OutcomeKind::Conflict { .. }))
+            .filter_map(|(s, _, _)| rows.get(s).cloned())
+            .filter(|(t, _)| t != burrow_core::conflict::CONFLICTS_TABLE)
+            .collect();
         state
             .live
             .publish_commit(result.head_seq, result.touched.clone());
@@ -527,6 +547,7 @@ pub async fn process_sync<S: ServerStore>(
                         .map(subscription_from_wire)
                         .collect(),
                     now_ms,
+                    written: std::mem::take(&mut written),
                     position: req
                         .cursor
                         .map(|c| ScopePosition {

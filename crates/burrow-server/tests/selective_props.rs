@@ -228,6 +228,7 @@ impl World {
                         claims: ClaimSet::new().with("sub", d).with("role", "driver"),
                         subscriptions: vec![],
                         now_ms: self.clock,
+                        written: vec![],
                         position: dev.position,
                     }),
                 })

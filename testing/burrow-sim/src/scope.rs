@@ -440,8 +440,8 @@ impl Judge {
             let recorded = ops.iter().any(|op| {
                 server
                     .store()
-                    .op_effect_count(&req.client_id, op.client_seq)
-                    .map_or(true, |n| n > 0)
+                    .op_answer_recorded(&req.client_id, op.client_seq)
+                    .unwrap_or(true)
             });
             if recorded || ops.iter().any(invalid) {
                 continue;

@@ -452,3 +452,26 @@ async fn a_sales_rep_holds_the_catalog_their_prices_and_customers_and_orders_for
     office.sync(&env.dispatcher()).await.unwrap();
     assert_eq!(ids(&office, "orders"), ["o1"]);
 }
+
+#[tokio::test]
+async fn a_write_the_user_may_make_but_not_read_leaves_the_device_once_acknowledged() {
+    let env = Delivery::start().await;
+    let ann = env.device("ann");
+    let t = env.driver("ann");
+    // Scans are write-only for drivers: they may insert their own, never read them back.
+    ann.execute(
+        "INSERT INTO scans(id, code, scanned_by, scanned_at) VALUES ('sc1', 'X-1', 'ann', 1)",
+    )
+    .unwrap();
+    assert_eq!(ids(&ann, "scans"), ["sc1"], "shown at once, offline");
+    let report = ann.sync(&t).await.unwrap();
+    assert_eq!(report.ops_acked, 1, "{report:?}");
+    assert!(
+        ids(&ann, "scans").is_empty(),
+        "acknowledged, outside the grants: gone"
+    );
+    assert_eq!(ann.status().unwrap().pending_ops, 0);
+    let office = env.device("office");
+    office.sync(&env.dispatcher()).await.unwrap();
+    assert_eq!(ids(&office, "scans"), ["sc1"], "the office has it");
+}

@@ -67,6 +67,9 @@ pub struct ScopeRequest {
     pub subscriptions: Vec<Subscription>,
     /// Server time, for `today()`.
     pub now_ms: u64,
+    /// Rows the same request's ops just wrote `(table, row id)`: those outside the grants are
+    /// evicted from the writer's device (it may write what it may not read).
+    pub written: Vec<(String, String)>,
     /// Where the client stands.
     pub position: ScopePosition,
 }

@@ -672,6 +672,17 @@ pub(crate) fn pull_scoped(
     let cursor = req.cursor;
     let mut changes = Vec::new();
     let mut bytes = 0usize;
+    // Rows the writer just wrote but may not read leave its device (never held through a
+    // bucket, they would stay forever).
+    {
+        let granted: HashSet<&str> = grants.iter().map(|b| b.0.as_str()).collect();
+        let mut seen = HashSet::new();
+        for (tbl, id) in &scope.written {
+            if seen.insert((tbl, id)) && !held_elsewhere(tx, tbl, id, &granted)? {
+                changes.push(evicted(tbl.clone(), id.clone(), head));
+            }
+        }
+    }
     if held != grants {
         let new: BTreeSet<BucketKey> = grants.difference(&held).cloned().collect();
         let first_page = pos.catchup_after == 0 || pos.catchup_target != scope_hash(&new);

@@ -64,6 +64,9 @@ CREATE TABLE IF NOT EXISTS staged (
 
 const OUTCOME_APPLIED: i64 = 1;
 const OUTCOME_CONFLICT: i64 = 2;
+/// A permission refusal, recorded so a replay of the request gets the same answer (`lost`
+/// holds the code).
+const OUTCOME_REJECTED: i64 = 3;
 
 /// The SQLite implementation of [`ServerStore`].
 #[derive(Debug, Clone)]
@@ -118,17 +121,31 @@ impl SqliteServerStore {
     pub fn op_effect_count(&self, client_id: &str, client_seq: u64) -> Result<u64, StoreError> {
         let conn = lock(&self.reader);
         let n: i64 = conn.query_row(
-            "SELECT count(*) FROM ops JOIN clients USING(node) WHERE client_id = ?1 AND client_seq = ?2",
+            "SELECT count(*) FROM ops JOIN clients USING(node)
+             WHERE client_id = ?1 AND client_seq = ?2 AND outcome != 3",
             params![client_id, client_seq as i64],
             |r| r.get(0),
         )?;
         Ok(n as u64)
     }
 
-    /// Total number of ops recorded and number of live rows; for reports.
+    /// Whether op `(client_id, client_seq)` has a recorded answer (applied, or refused by the
+    /// permissions): a replay gets that answer. For the simulator's oracle.
+    pub fn op_answer_recorded(&self, client_id: &str, client_seq: u64) -> Result<bool, StoreError> {
+        let conn = lock(&self.reader);
+        Ok(conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM ops JOIN clients USING(node) WHERE client_id = ?1 AND client_seq = ?2)",
+            params![client_id, client_seq as i64],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Total number of ops applied and number of live rows; for reports.
     pub fn counts(&self) -> Result<(u64, u64), StoreError> {
         let conn = lock(&self.reader);
-        let ops: i64 = conn.query_row("SELECT count(*) FROM ops", [], |r| r.get(0))?;
+        let ops: i64 = conn.query_row("SELECT count(*) FROM ops WHERE outcome != 3", [], |r| {
+            r.get(0)
+        })?;
         let rows: i64 = conn.query_row(
             "SELECT count(*) FROM rows WHERE deleted = 0 AND tbl != '_burrow_conflicts'",
             [],
@@ -195,6 +212,12 @@ fn node_for(
 }
 
 fn outcome_from_stored(outcome: i64, message: String, lost: String) -> OutcomeKind {
+    if outcome == OUTCOME_REJECTED {
+        return OutcomeKind::Rejected {
+            code: lost,
+            message,
+        };
+    }
     if outcome == OUTCOME_CONFLICT {
         OutcomeKind::Conflict {
             lost: lost
@@ -384,6 +407,16 @@ fn ingest_tx(
                     code: denied.code.to_string(),
                     message: denied.reason,
                 };
+            }
+            // Recorded: a late replay of this request is answered the same, even if the
+            // permissions would allow it by then (the device has moved it to its rejected list).
+            for (slot, o) in &fresh {
+                let (Ok(op), Some((_, OutcomeKind::Rejected { code, message }, _))) =
+                    (&o.op, all.get(*slot))
+                else {
+                    continue;
+                };
+                record_op(tx, node, tx_id, o, op, 0, OUTCOME_REJECTED, message, code)?;
             }
             return Ok(all);
         }
