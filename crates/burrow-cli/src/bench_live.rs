@@ -177,16 +177,26 @@ async fn wait_poked(events: &mut tokio::sync::broadcast::Receiver<SyncEvent>) ->
     .context("a runner did not open its live connection")?
 }
 
-/// The idle fleet: live subscribers that only read pokes.
-struct Fleet {
-    tasks: JoinSet<()>,
+/// The idle fleet: live subscribers that only read pokes (also `burrow bench memory`'s
+/// connections).
+pub(crate) struct Fleet {
+    pub(crate) tasks: JoinSet<()>,
     /// Each subscriber's latest head.
     heads: Arc<Vec<AtomicU64>>,
     pokes: Arc<AtomicU64>,
     dropped: Arc<AtomicUsize>,
+    /// How long connecting and catching up may take.
+    timeout: Duration,
 }
 
-async fn connect_fleet(n: usize, url: &str, token: &str) -> Result<Fleet> {
+/// Opens `n` live subscribers (`CONNECT_CONCURRENCY` at a time), each recording the heads it
+/// is poked with; fails when one cannot connect or all are not up within `timeout`.
+pub(crate) async fn connect_fleet(
+    n: usize,
+    url: &str,
+    token: &str,
+    timeout: Duration,
+) -> Result<Fleet> {
     let heads: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
     let pokes = Arc::new(AtomicU64::new(0));
     let dropped = Arc::new(AtomicUsize::new(0));
@@ -230,7 +240,7 @@ async fn connect_fleet(n: usize, url: &str, token: &str) -> Result<Fleet> {
             }
         });
     }
-    let deadline = Instant::now() + FLEET_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     while connected.load(Ordering::SeqCst) < n {
         if let Some(f) = failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             bail!("live subscriber could not connect: {f}");
@@ -239,7 +249,7 @@ async fn connect_fleet(n: usize, url: &str, token: &str) -> Result<Fleet> {
             bail!(
                 "only {} of {n} live subscribers connected within {} s",
                 connected.load(Ordering::SeqCst),
-                FLEET_TIMEOUT.as_secs()
+                timeout.as_secs()
             );
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -249,13 +259,14 @@ async fn connect_fleet(n: usize, url: &str, token: &str) -> Result<Fleet> {
         heads,
         pokes,
         dropped,
+        timeout,
     })
 }
 
 impl Fleet {
     /// Waits until every subscriber has seen `head`; fails if one dropped or lags behind.
-    async fn wait_for_head(&self, head: u64) -> Result<()> {
-        let deadline = Instant::now() + FLEET_TIMEOUT;
+    pub(crate) async fn wait_for_head(&self, head: u64) -> Result<()> {
+        let deadline = Instant::now() + self.timeout;
         loop {
             let dropped = self.dropped.load(Ordering::SeqCst);
             if dropped > 0 {
@@ -297,7 +308,7 @@ async fn rep(clients: usize, samples: usize, rep: usize) -> Result<Rep> {
     wait_poked(&mut a_events).await?;
     wait_poked(&mut b_events).await?;
     let t = Instant::now();
-    let fleet = connect_fleet(idle, &s.server.url(), &s.token).await?;
+    let fleet = connect_fleet(idle, &s.server.url(), &s.token, FLEET_TIMEOUT).await?;
     let fleet_connect_seconds = t.elapsed().as_secs_f64();
     // B's file read through a connection of its own: the runner's lock is never taken.
     let reader = rusqlite::Connection::open(b.client.path())?;

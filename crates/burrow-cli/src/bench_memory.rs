@@ -6,17 +6,14 @@
 //! read again.
 
 use anyhow::{Context, Result, bail};
-use burrow_client::live::LiveSubscriber;
 use burrow_client::{Client, HttpTransport};
 use burrow_core::Schema;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
 
+use crate::bench_live::connect_fleet;
 use crate::demo::DELIVERY_SCHEMA;
 
 /// Target: this many connections …
@@ -25,8 +22,6 @@ pub const TARGET_CONNECTIONS: usize = 10_000;
 pub const TARGET_RSS_BYTES: f64 = 500e6;
 /// File descriptors kept free in each process beyond one per connection.
 const FD_HEADROOM: u64 = 256;
-/// WebSocket handshakes in flight at once.
-const CONNECT_CONCURRENCY: usize = 64;
 /// Longest wait for the fleet to connect, or to see the poke.
 const FLEET_TIMEOUT: Duration = Duration::from_secs(120);
 /// Pause before reading the RSS, so allocations of the last handshakes settle.
@@ -156,75 +151,6 @@ fn start_server(dir: &std::path::Path, live_max: usize) -> Result<ServerProcess>
     bail!("`burrow serve` did not report its address within 30 s")
 }
 
-/// The connected subscribers.
-struct Fleet {
-    _tasks: JoinSet<()>,
-    heads: Arc<Vec<AtomicU64>>,
-    dropped: Arc<AtomicUsize>,
-}
-
-async fn connect_fleet(n: usize, url: &str, token: &str) -> Result<Fleet> {
-    let heads: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(0)).collect());
-    let dropped = Arc::new(AtomicUsize::new(0));
-    let connected = Arc::new(AtomicUsize::new(0));
-    let failure = Arc::new(std::sync::Mutex::new(None::<String>));
-    let gate = Arc::new(tokio::sync::Semaphore::new(CONNECT_CONCURRENCY));
-    let mut tasks = JoinSet::new();
-    for i in 0..n {
-        let (url, token) = (url.to_string(), token.to_string());
-        let (heads, dropped, connected, failure, gate) = (
-            heads.clone(),
-            dropped.clone(),
-            connected.clone(),
-            failure.clone(),
-            gate.clone(),
-        );
-        tasks.spawn(async move {
-            let permit = gate.acquire_owned().await;
-            let mut sub = match LiveSubscriber::connect(&url, &token).await {
-                Ok(s) => s,
-                Err(e) => {
-                    let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
-                    f.get_or_insert_with(|| format!("connection {i}: {e}"));
-                    return;
-                }
-            };
-            drop(permit);
-            connected.fetch_add(1, Ordering::SeqCst);
-            loop {
-                match sub.next_head().await {
-                    Ok(Some(h)) => {
-                        heads[i].fetch_max(h, Ordering::SeqCst);
-                    }
-                    Ok(None) | Err(_) => {
-                        dropped.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                }
-            }
-        });
-    }
-    let deadline = Instant::now() + FLEET_TIMEOUT;
-    while connected.load(Ordering::SeqCst) < n {
-        if let Some(f) = failure.lock().unwrap_or_else(|p| p.into_inner()).clone() {
-            bail!("a live connection failed: {f}");
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "only {} of {n} live connections opened within {} s",
-                connected.load(Ordering::SeqCst),
-                FLEET_TIMEOUT.as_secs()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    Ok(Fleet {
-        _tasks: tasks,
-        heads,
-        dropped,
-    })
-}
-
 /// Runs the benchmark; returns the JSON result and the table lines.
 pub async fn run(o: &MemoryOptions) -> Result<(serde_json::Value, Vec<(String, String)>)> {
     let n = o.connections;
@@ -260,11 +186,11 @@ pub async fn run(o: &MemoryOptions) -> Result<(serde_json::Value, Vec<(String, S
     let transport = HttpTransport::new(&server.url, &token)?;
     writer.execute("INSERT INTO routes(id, driver_id, day) VALUES ('r0', 'd', '2026-01-01')")?;
     writer.sync(&transport).await?;
-    let warm = connect_fleet(1, &server.url, &token).await?;
+    let warm = connect_fleet(1, &server.url, &token, FLEET_TIMEOUT).await?;
     tokio::time::sleep(SETTLE).await;
     let rss_before = status_bytes(pid, "VmRSS")?;
     let t = Instant::now();
-    let fleet = connect_fleet(n, &server.url, &token).await?;
+    let fleet = connect_fleet(n, &server.url, &token, FLEET_TIMEOUT).await?;
     let connect_secs = t.elapsed().as_secs_f64();
     tokio::time::sleep(SETTLE).await;
     let rss_idle = status_bytes(pid, "VmRSS")?;
@@ -272,25 +198,7 @@ pub async fn run(o: &MemoryOptions) -> Result<(serde_json::Value, Vec<(String, S
     writer.execute("INSERT INTO routes(id, driver_id, day) VALUES ('r1', 'd', '2026-01-01')")?;
     let head = writer.sync(&transport).await?.cursor;
     anyhow::ensure!(head > 0, "the writer's sync reported no server head");
-    let deadline = Instant::now() + FLEET_TIMEOUT;
-    loop {
-        let dropped = fleet.dropped.load(Ordering::SeqCst);
-        if dropped > 0 {
-            bail!("{dropped} live connections dropped");
-        }
-        let behind = fleet
-            .heads
-            .iter()
-            .filter(|h| h.load(Ordering::SeqCst) < head)
-            .count();
-        if behind == 0 {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("{behind} live connections never saw head {head}");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    fleet.wait_for_head(head).await?;
     tokio::time::sleep(SETTLE).await;
     let rss_after = status_bytes(pid, "VmRSS")?;
     let hwm = status_bytes(pid, "VmHWM")?;

@@ -89,38 +89,43 @@ pub fn server_dump(db: &std::path::Path, schema: &Schema) -> Result<Dump, String
     Ok(dump)
 }
 
+/// How one table of a replica differs from the reference: up to three ids only in the
+/// replica, up to three only in the reference, and up to two differing rows.
+pub type TableDiff<'a> = (Vec<&'a String>, Vec<&'a String>, Vec<String>);
+
+/// Compares every table of `mine` with `theirs`; yields `(table, diff)` for each that differs.
+pub fn table_diffs<'a>(mine: &'a Dump, theirs: &'a Dump) -> Vec<(&'a String, TableDiff<'a>)> {
+    static EMPTY: BTreeMap<String, BTreeMap<String, serde_json::Value>> = BTreeMap::new();
+    let tables: std::collections::BTreeSet<&String> = mine.keys().chain(theirs.keys()).collect();
+    let mut out = Vec::new();
+    for t in tables {
+        let a = mine.get(t).unwrap_or(&EMPTY);
+        let b = theirs.get(t).unwrap_or(&EMPTY);
+        if a == b {
+            continue;
+        }
+        let only_mine: Vec<&String> = a.keys().filter(|k| !b.contains_key(*k)).take(3).collect();
+        let only_theirs: Vec<&String> = b.keys().filter(|k| !a.contains_key(*k)).take(3).collect();
+        let differ: Vec<String> = a
+            .iter()
+            .filter_map(|(k, v)| {
+                b.get(k)
+                    .filter(|w| *w != v)
+                    .map(|w| format!("{k}: {v:?} vs server {w:?}"))
+            })
+            .take(2)
+            .collect();
+        out.push((t, (only_mine, only_theirs, differ)));
+    }
+    out
+}
+
 /// I3: a replica holds exactly the server's state.
 pub fn same_state(index: usize, dump: &Dump, server: &Dump, report: &mut SimReport) {
-    let empty = BTreeMap::new();
-    let tables: std::collections::BTreeSet<&String> = dump.keys().chain(server.keys()).collect();
-    for t in tables {
-        let mine = dump.get(t).unwrap_or(&empty);
-        let theirs = server.get(t).unwrap_or(&empty);
-        if mine != theirs {
-            let only_mine: Vec<&String> = mine
-                .keys()
-                .filter(|k| !theirs.contains_key(*k))
-                .take(3)
-                .collect();
-            let only_server: Vec<&String> = theirs
-                .keys()
-                .filter(|k| !mine.contains_key(*k))
-                .take(3)
-                .collect();
-            let differ: Vec<String> = mine
-                .iter()
-                .filter_map(|(k, v)| {
-                    theirs
-                        .get(k)
-                        .filter(|w| *w != v)
-                        .map(|w| format!("{k}: {v:?} vs server {w:?}"))
-                })
-                .take(2)
-                .collect();
-            report.violations.push(format!(
+    for (t, (only_mine, only_server, differ)) in table_diffs(dump, server) {
+        report.violations.push(format!(
                 "I3 device {index} diverges from the server in {t}: only local {only_mine:?}, only server {only_server:?}, differing {differ:?}"
             ));
-        }
     }
 }
 

@@ -211,34 +211,7 @@ pub fn same_scoped_state(
     granted: &Dump,
     violations: &mut Vec<String>,
 ) {
-    let empty = BTreeMap::new();
-    let tables: BTreeSet<&String> = dump.keys().chain(granted.keys()).collect();
-    for t in tables {
-        let mine = dump.get(t).unwrap_or(&empty);
-        let theirs = granted.get(t).unwrap_or(&empty);
-        if mine == theirs {
-            continue;
-        }
-        let outside: Vec<&String> = mine
-            .keys()
-            .filter(|k| !theirs.contains_key(*k))
-            .take(3)
-            .collect();
-        let missing: Vec<&String> = theirs
-            .keys()
-            .filter(|k| !mine.contains_key(*k))
-            .take(3)
-            .collect();
-        let differ: Vec<String> = mine
-            .iter()
-            .filter_map(|(k, v)| {
-                theirs
-                    .get(k)
-                    .filter(|w| *w != v)
-                    .map(|w| format!("{k}: {v:?} vs server {w:?}"))
-            })
-            .take(2)
-            .collect();
+    for (t, (outside, missing, differ)) in crate::check::table_diffs(dump, granted) {
         violations.push(format!(
             "I10 device {index} ({when}): {t} differs from its grants on the server: held outside the grants {outside:?}, granted but missing {missing:?}, differing {differ:?}"
         ));

@@ -1,6 +1,6 @@
 //! Reads the `[rules]`, `[streams.*]` and `[[permissions]]` sections of `burrow.toml`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::check::{Scope, check_expr, split_where};
 use super::parser::{Expr, parse_expr};
@@ -150,7 +150,10 @@ pub(crate) fn parse(text: &str, schema: &Schema) -> Result<SyncRules, RulesError
         tz_offset_minutes,
         streams,
         permissions,
-    })
+        lookup_indexes: Vec::new(),
+        lookup_tables: BTreeSet::new(),
+    }
+    .with_lookup_summaries())
 }
 
 fn parse_stream(name: &str, spec: &toml::Value, schema: &Schema) -> Result<Stream, RulesError> {

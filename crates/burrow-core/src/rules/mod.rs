@@ -243,6 +243,10 @@ pub struct SyncRules {
     tz_offset_minutes: i32,
     streams: Vec<Stream>,
     permissions: Vec<Permission>,
+    /// [`SyncRules::lookup_indexes`], computed once (the server asks on every row write).
+    lookup_indexes: Vec<(String, Vec<String>)>,
+    /// [`SyncRules::lookup_tables`], computed once.
+    lookup_tables: BTreeSet<String>,
 }
 
 /// The civil date (`YYYY-MM-DD`) of `now_ms` (Unix milliseconds) at a fixed offset from UTC
@@ -630,19 +634,28 @@ impl SyncRules {
 
     /// `(table, filter columns)` of every lookup (filter columns sorted, duplicates removed),
     /// so the server can index them.
-    pub fn lookup_indexes(&self) -> Vec<(String, Vec<String>)> {
-        let mut set = BTreeSet::new();
-        for l in self.all_lookups() {
-            let cols: BTreeSet<String> = l.filters.iter().map(|(c, _, _)| c.clone()).collect();
-            set.insert((l.table.clone(), cols.into_iter().collect::<Vec<_>>()));
-        }
-        set.into_iter().collect()
+    pub fn lookup_indexes(&self) -> &[(String, Vec<String>)] {
+        &self.lookup_indexes
     }
 
     /// Every table a lookup reads: a write to one of them can change someone's grants or
     /// permissions.
-    pub fn lookup_tables(&self) -> BTreeSet<String> {
-        self.all_lookups().map(|l| l.table.clone()).collect()
+    pub fn lookup_tables(&self) -> &BTreeSet<String> {
+        &self.lookup_tables
+    }
+
+    /// Fills the lookup summaries from the parsed expressions (once, at parse).
+    fn with_lookup_summaries(mut self) -> SyncRules {
+        let mut indexes = BTreeSet::new();
+        let mut tables = BTreeSet::new();
+        for l in self.all_lookups() {
+            let cols: BTreeSet<String> = l.filters.iter().map(|(c, _, _)| c.clone()).collect();
+            indexes.insert((l.table.clone(), cols.into_iter().collect::<Vec<_>>()));
+            tables.insert(l.table.clone());
+        }
+        self.lookup_indexes = indexes.into_iter().collect();
+        self.lookup_tables = tables;
+        self
     }
 
     fn all_lookups(&self) -> impl Iterator<Item = &parser::LookupExpr> {

@@ -125,7 +125,7 @@ fn the_example_files_parse() {
     );
     assert!(r.streams().any(|s| s.name() == "all_order_lines"));
     assert_eq!(
-        r.lookup_tables().into_iter().collect::<Vec<_>>(),
+        r.lookup_tables().iter().collect::<Vec<_>>(),
         ["customers", "job_manuals", "jobs", "orders", "routes"]
     );
     let idx = r.lookup_indexes();

@@ -187,9 +187,9 @@ pub(crate) fn index_row(
 fn lookup_columns(rules: &SyncRules, table: &str) -> BTreeSet<String> {
     rules
         .lookup_indexes()
-        .into_iter()
+        .iter()
         .filter(|(t, _)| t == table)
-        .flat_map(|(_, cols)| cols)
+        .flat_map(|(_, cols)| cols.iter().cloned())
         .collect()
 }
 
@@ -862,7 +862,7 @@ fn evictions(
     out: &mut Vec<RowChange>,
 ) -> Result<(), StoreError> {
     let granted: HashSet<&str> = grants.iter().map(|b| b.0.as_str()).collect();
-    let mut seen: BTreeMap<(String, String), ()> = BTreeMap::new();
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut stmt = tx.prepare_cached(
         "SELECT tbl, id, seq FROM bucket_rows WHERE bucket = ?1 AND (removed = 0 OR seq > ?2)",
     )?;
@@ -873,7 +873,7 @@ fn evictions(
             })?
             .collect::<Result<_, _>>()?;
         for (tbl, id, seq) in rows {
-            if seen.insert((tbl.clone(), id.clone()), ()).is_some() {
+            if !seen.insert((tbl.clone(), id.clone())) {
                 continue;
             }
             if !held_elsewhere(tx, &tbl, &id, &granted)? {
