@@ -12,7 +12,7 @@ use burrow_core::env::{Clock, SystemClock};
 use burrow_core::{Cursor, Schema, Value};
 use burrow_proto::convert::{op_to_wire, row_change_from_wire};
 use burrow_proto::{PROTOCOL_VERSION, v1};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -977,6 +977,9 @@ impl Client {
         let Some(row) = outbox::reject(tx, seq, code, message, self.now_ms())? else {
             return Ok(false);
         };
+        if row.table == CONFLICTS_TABLE {
+            self.reopen_conflict(tx, &row.row_id)?;
+        }
         if let Some(table) = self.schema.table(&row.table) {
             let cols = if row.kind == burrow_core::OpKind::Delete.code() {
                 None
@@ -986,6 +989,35 @@ impl Client {
             apply::restore_visible(tx, table, &row.row_id, cols.as_ref())?;
         }
         Ok(true)
+    }
+
+    /// The server refused this device's closing of conflict `id` (e.g. write permissions): the
+    /// record shows open again, unless a download already brought the server's resolution.
+    fn reopen_conflict(&self, tx: &rusqlite::Transaction<'_>, id: &str) -> Result<()> {
+        let record: Option<String> = tx
+            .query_row(
+                "SELECT record FROM _burrow_conflicts WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(mut e) = record.and_then(|r| serde_json::from_str::<ConflictEntry>(&r).ok())
+        else {
+            return Ok(());
+        };
+        if e.status != ConflictStatus::Resolved
+            || e.resolved_by.as_deref() != Some(self.client_id.as_str())
+        {
+            return Ok(());
+        }
+        e.status = ConflictStatus::Open;
+        e.resolution = None;
+        e.resolved_by = None;
+        tx.execute(
+            "UPDATE _burrow_conflicts SET status = 'open', record = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(&e).unwrap_or_default()],
+        )?;
+        Ok(())
     }
 
     /// Rejects op `seq` and every other op of its local transaction still queued (they must

@@ -68,8 +68,10 @@ enum Step {
     PutShipment { s: u8, r: u8, archived: bool },
     /// The admin deletes shipment `s`.
     DeleteShipment { s: u8 },
-    /// Driver `d` pulls to the head in pages of about `page` bytes.
-    Pull { d: u8, page: u16 },
+    /// Driver `d` pulls to the head in pages of about `page` bytes and at most `rows` rows.
+    Pull { d: u8, page: u16, rows: u8 },
+    /// Driver `d` pulls one page of at most `rows` rows (a scope change may stop half-way).
+    PullPage { d: u8, rows: u8 },
     /// Driver `d` writes the note of shipment `s` (allowed only on their routes).
     DriverNote { d: u8, s: u8, n: u8 },
     /// Driver `d` tries to move shipment `s` to route `r` (never allowed).
@@ -85,7 +87,8 @@ fn step() -> impl Strategy<Value = Step> {
             archived: archived && s % 3 == 0
         }),
         (0u8..8).prop_map(|s| Step::DeleteShipment { s }),
-        (0u8..3, 40u16..600).prop_map(|(d, page)| Step::Pull { d, page }),
+        (0u8..3, 40u16..600, 1u8..6).prop_map(|(d, page, rows)| Step::Pull { d, page, rows }),
+        (0u8..3, 1u8..4).prop_map(|(d, rows)| Step::PullPage { d, rows }),
         (0u8..3, 0u8..8, any::<u8>()).prop_map(|(d, s, n)| Step::DriverNote { d, s, n }),
         (0u8..3, 0u8..8, 0u8..4).prop_map(|(d, s, r)| Step::DriverMove { d, s, r }),
     ]
@@ -212,14 +215,24 @@ impl World {
         result.outcomes[0].1.clone()
     }
 
-    async fn pull_all(&self, d: &str, dev: &mut Device, page: usize) {
+    async fn pull_all(&self, d: &str, dev: &mut Device, page: usize, rows: usize) {
         for _ in 0..10_000 {
+            if !self.pull_page(d, dev, page, rows).await {
+                return;
+            }
+        }
+        panic!("the pull never reached the head");
+    }
+
+    /// Pulls one page into the device; `true` when there is more.
+    async fn pull_page(&self, d: &str, dev: &mut Device, page: usize, rows: usize) -> bool {
+        {
             let page = self
                 .store
                 .pull(PullRequest {
                     cursor: dev.cursor,
                     page_bytes_max: page,
-                    page_rows_max: 1_000,
+                    page_rows_max: rows,
                     exclude_replica: None,
                     audience: 0,
                     scope: Some(ScopeRequest {
@@ -234,6 +247,11 @@ impl World {
                 })
                 .await
                 .unwrap();
+            assert!(
+                page.changes.len() <= rows,
+                "a page of {} changes, limit {rows}",
+                page.changes.len()
+            );
             for c in page.changes {
                 let key = (c.table.clone(), c.row_id.clone());
                 if c.evicted || c.deleted {
@@ -251,11 +269,8 @@ impl World {
             }
             dev.cursor = page.cursor;
             dev.position = page.position;
-            if !page.more {
-                return;
-            }
+            page.more
         }
-        panic!("the pull never reached the head");
     }
 }
 
@@ -304,11 +319,15 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                         prop_assert!(!matches!(o, OutcomeKind::Rejected { .. }), "{o:?}");
                     }
                 }
-                Step::Pull { d, page } => {
+                Step::Pull { d, page, rows } => {
                     let dev = &mut devices[d as usize];
-                    w.pull_all(DRIVERS[d as usize], dev, page as usize).await;
+                    w.pull_all(DRIVERS[d as usize], dev, page as usize, rows as usize).await;
                     let expected = truth.grant(DRIVERS[d as usize]);
                     prop_assert_eq!(&dev.rows, &expected, "driver {} after a pull", DRIVERS[d as usize]);
+                }
+                Step::PullPage { d, rows } => {
+                    let dev = &mut devices[d as usize];
+                    w.pull_page(DRIVERS[d as usize], dev, 10_000, rows as usize).await;
                 }
                 Step::DriverNote { d, s, n } => {
                     let id = format!("s{s}");
@@ -345,7 +364,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
         }
         // Finally every driver pulls and holds exactly their grant.
         for (i, dev) in devices.iter_mut().enumerate() {
-            w.pull_all(DRIVERS[i], dev, 200).await;
+            w.pull_all(DRIVERS[i], dev, 200, 3).await;
             prop_assert_eq!(&dev.rows, &truth.grant(DRIVERS[i]));
         }
         Ok(())
@@ -376,13 +395,21 @@ fn a_row_entering_a_held_bucket_arrives_with_every_field() {
             archived: false,
         },
         Step::DriverNote { d: 1, s: 1, n: 7 },
-        Step::Pull { d: 0, page: 500 },
+        Step::Pull {
+            d: 0,
+            page: 500,
+            rows: 100,
+        },
         Step::PutShipment {
             s: 1,
             r: 0,
             archived: false,
         },
-        Step::Pull { d: 0, page: 500 },
+        Step::Pull {
+            d: 0,
+            page: 500,
+            rows: 100,
+        },
     ])
     .unwrap();
 }
@@ -399,7 +426,11 @@ fn a_row_that_left_a_lost_bucket_after_the_cursor_is_evicted() {
             r: 0,
             archived: false,
         },
-        Step::Pull { d: 0, page: 500 },
+        Step::Pull {
+            d: 0,
+            page: 500,
+            rows: 100,
+        },
         // s1 moves to u1's route: a removal in bucket r0, after u0's cursor …
         Step::PutShipment {
             s: 1,
@@ -408,7 +439,11 @@ fn a_row_that_left_a_lost_bucket_after_the_cursor_is_evicted() {
         },
         // … and before u0 pulls again, r0 itself goes to u1.
         Step::AssignRoute { r: 0, d: 1 },
-        Step::Pull { d: 0, page: 500 },
+        Step::Pull {
+            d: 0,
+            page: 500,
+            rows: 100,
+        },
     ])
     .unwrap();
 }

@@ -86,8 +86,15 @@ struct PEnv {
 
 impl PEnv {
     async fn start() -> PEnv {
+        PEnv::start_with_rules(None).await
+    }
+
+    /// A server with sync rules and write permissions (`burrow.toml` text).
+    async fn start_with_rules(rules: Option<&str>) -> PEnv {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path().join("server"), schema());
+        config.rules =
+            rules.map(|r| Arc::new(burrow_core::rules::SyncRules::parse(r, &schema()).unwrap()));
         config.secret = Some(b"policies-secret".to_vec());
         config.register_resolver("longest", Longest);
         let secret = config.secret.clone().unwrap();
@@ -605,6 +612,63 @@ async fn manual_conflict_is_open_on_both_devices_until_one_picks_a_version() {
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!(logged[0].status, ConflictStatus::Resolved);
     assert_eq!(a.pending() + b.pending(), 0);
+}
+
+#[tokio::test]
+async fn a_resolution_the_permissions_refuse_leaves_the_conflict_open_with_the_reason() {
+    let env = PEnv::start_with_rules(Some(
+        r#"
+[streams.items]
+table = "items"
+[streams.jobs]
+table = "jobs"
+[streams.visits]
+table = "visits"
+[[permissions]]
+table = "*"
+actions = ["insert", "update", "delete"]
+when = "auth.role = 'manager'"
+[[permissions]]
+table = "items"
+actions = ["insert", "update"]
+when = "auth.role = 'driver' AND (label IS NULL OR label != 'sealed')"
+"#,
+    ))
+    .await;
+    let (a, b) = open_manual_conflict(&env).await;
+    // A manager seals the item: drivers may no longer write it.
+    let m = env.device("m", "meg", "manager", 0);
+    m.sync().await;
+    m.exec_at(250, "UPDATE items SET label = 'sealed' WHERE id = 'i1'");
+    m.sync().await;
+    b.sync().await;
+    let c = b.conflict_of("pick");
+    let loser = c
+        .versions
+        .iter()
+        .position(|v| v.value == json!("from-a"))
+        .unwrap();
+    b.at(300);
+    b.client.resolve(&c.id, Resolution::Pick(loser)).unwrap();
+    assert_eq!(b.open_conflicts(), 0, "closed locally at once");
+    let r = b.sync().await;
+    assert!(r.ops_rejected >= 1, "{r:?}");
+    assert_eq!(b.open_conflicts(), 1, "the refusal reopens the conflict");
+    assert_eq!(b.conflict_of("pick").status, ConflictStatus::Open);
+    assert_eq!(
+        b.rows("SELECT pick FROM items"),
+        [json!({"pick": "from-b"})],
+        "the refused choice is not shown"
+    );
+    let rejected = b.client.rejected_ops().unwrap();
+    assert!(
+        rejected.iter().any(|o| o.code == "permission_denied"),
+        "{rejected:?}"
+    );
+    assert_eq!(env.server_conflicts().await[0].status, ConflictStatus::Open);
+    // The other device still sees it open.
+    a.sync().await;
+    assert_eq!(a.conflict_of("pick").status, ConflictStatus::Open);
 }
 
 #[tokio::test]

@@ -113,8 +113,9 @@ pub fn audience_pattern(replica: u64) -> String {
     format!(",{replica},")
 }
 
-fn read_entry(
-    tx: &Transaction<'_>,
+/// The conflict record `id` and its audience (the devices involved), if it exists.
+pub(super) fn read_entry(
+    tx: &rusqlite::Connection,
     id: &str,
 ) -> Result<Option<(ConflictEntry, Option<String>)>, StoreError> {
     let raw: Option<(i64, Vec<u8>, Option<String>)> = tx

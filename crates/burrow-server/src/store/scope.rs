@@ -4,9 +4,11 @@
 //! are kept by hash (`scopes`). A pull reads only the requester's buckets, merged in sequence
 //! order, so serving a user costs in proportion to their rows and changes.
 //!
-//! A client's cursor names the set it holds (`scope`). When its grants differ, rows of
-//! buckets it lost (and held by no bucket it keeps) are sent as evictions, and rows of new
-//! buckets up to the cursor are caught up page by page before the delta continues.
+//! A client's cursor names the set it holds (`scope`). When its grants differ, a scope change
+//! runs in paged phases (`ScopeChange`): rows of buckets it lost (and held by no bucket it
+//! keeps) are sent as evictions, then rows of new buckets up to the cursor are caught up whole,
+//! then the delta continues. A change interrupted by new grants restarts from what the client
+//! may hold.
 
 use super::{PullRequest, ScopePosition, ScopeRequest};
 use crate::error::StoreError;
@@ -236,27 +238,18 @@ pub(crate) fn check_permissions(
     let mut overlay: BTreeMap<(String, String), Option<BTreeMap<String, Value>>> = BTreeMap::new();
     for op in ops {
         if op.table == burrow_core::conflict::CONFLICTS_TABLE {
-            continue; // TODO(#6): who may close a conflict record
+            if let Some(denied) = check_resolution(tx, rules, schema, &ctx, replica, op, &overlay)?
+            {
+                return Ok(Some((op.client_seq, denied)));
+            }
+            continue;
         }
         let key = (op.table.clone(), op.row_id.clone());
         let old: Option<BTreeMap<String, Value>> = match overlay.get(&key) {
             Some(v) => v.clone(),
             None => {
-                let stored = tx
-                    .prepare_cached(
-                        "SELECT deleted, seq, hlc, fields, replica FROM rows WHERE tbl = ?1 AND id = ?2",
-                    )?
-                    .query_row(params![op.table, op.row_id], |r| {
-                        Ok((
-                            r.get::<_, bool>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, Vec<u8>>(3)?,
-                            r.get::<_, i64>(4)?,
-                        ))
-                    })
-                    .optional()?;
-                if let Some((true, tomb_seq, _, _, tomb_replica)) = stored {
+                let stored = super::sqlite::read_row(tx, &op.table, &op.row_id)?;
+                if let Some(tomb) = stored.as_ref().filter(|r| r.deleted) {
                     // A tombstone: deleting it again changes nothing, and a write its author
                     // had not seen loses to the delete (default `delete_wins`) — no effect
                     // either, so nothing to judge. Otherwise the write starts a new life:
@@ -264,25 +257,14 @@ pub(crate) fn check_permissions(
                     let delete_wins = schema.table(&op.table).is_none_or(|t| {
                         t.on_delete_conflict == burrow_core::schema::DeleteConflict::DeleteWins
                     });
-                    let unseen = op.base_seq < tomb_seq as u64 && tomb_replica as u64 != replica;
+                    let unseen = op.base_seq < tomb.seq && tomb.replica != replica;
                     if op.kind == OpKind::Delete || (unseen && delete_wins) {
                         continue;
                     }
                 }
-                match stored {
-                    Some((false, seq, hlc, blob, _)) => {
-                        let row = burrow_proto::convert::server_row_from_parts(
-                            false, seq as u64, hlc as u64, &blob,
-                        )
-                        .map_err(|source| StoreError::Corrupt {
-                            table: op.table.clone(),
-                            row_id: op.row_id.clone(),
-                            source,
-                        })?;
-                        Some(row.fields.into_iter().map(|(k, f)| (k, f.value)).collect())
-                    }
-                    _ => None,
-                }
+                stored
+                    .filter(|r| !r.deleted)
+                    .map(|r| r.fields.into_iter().map(|(k, f)| (k, f.value)).collect())
             }
         };
         let (action, new) = match op.kind {
@@ -315,20 +297,8 @@ pub(crate) fn check_permissions(
             }
         };
         let columns: Vec<&str> = op.fields.iter().map(|f| f.column.as_str()).collect();
-        let id = op.row_id.clone();
-        let getter = |row: &BTreeMap<String, Value>| {
-            let id = id.clone();
-            let row = row.clone();
-            move |c: &str| -> Option<Value> {
-                if c == burrow_core::schema::ID_COLUMN {
-                    Some(Value::Text(id.clone()))
-                } else {
-                    row.get(c).cloned()
-                }
-            }
-        };
-        let old_get = old.as_ref().map(&getter);
-        let new_get = new.as_ref().map(&getter);
+        let old_get = old.as_ref().map(|r| row_getter(&op.row_id, r));
+        let new_get = new.as_ref().map(|r| row_getter(&op.row_id, r));
         let mut lookup = StoreLookup { conn: tx, schema };
         let verdict = rules.check_write(
             &ctx,
@@ -343,12 +313,95 @@ pub(crate) fn check_permissions(
                 .map(|f| f as &dyn Fn(&str) -> Option<Value>),
             &mut lookup,
         );
+        drop((old_get, new_get));
         if let Err(denied) = verdict {
             return Ok(Some((op.client_seq, denied)));
         }
         overlay.insert(key, new);
     }
     Ok(None)
+}
+
+/// A column getter over a row's values, with `id` as the row id (what rules read).
+fn row_getter<'r>(
+    row_id: &'r str,
+    row: &'r BTreeMap<String, Value>,
+) -> impl Fn(&str) -> Option<Value> + 'r {
+    move |c: &str| {
+        if c == burrow_core::schema::ID_COLUMN {
+            Some(Value::Text(row_id.to_string()))
+        } else {
+            row.get(c).cloned()
+        }
+    }
+}
+
+/// Who may close an open conflict record: one of the devices involved in it, and — when its
+/// row exists — only a user who may update the conflicted column of that row as the
+/// transaction leaves it (the resolving transaction's own write is judged as a write).
+/// Closing an unknown or already resolved record has no effect and is not judged.
+#[allow(clippy::too_many_arguments)]
+fn check_resolution(
+    tx: &Connection,
+    rules: &SyncRules,
+    schema: &Schema,
+    ctx: &EvalContext,
+    replica: u64,
+    op: &burrow_core::Op,
+    overlay: &BTreeMap<(String, String), Option<BTreeMap<String, Value>>>,
+) -> Result<Option<burrow_core::rules::Denied>, StoreError> {
+    use burrow_core::conflict::ConflictStatus;
+    let Some((entry, audience)) = super::conflict_log::read_entry(tx, &op.row_id)? else {
+        return Ok(None);
+    };
+    if entry.status != ConflictStatus::Open {
+        return Ok(None);
+    }
+    let pattern = super::conflict_log::audience_pattern(replica);
+    if !audience.as_deref().is_some_and(|a| a.contains(&pattern)) {
+        return Ok(Some(burrow_core::rules::Denied {
+            code: "permission_denied",
+            reason: format!(
+                "closing conflict {} is not allowed: this device is not one of its devices",
+                entry.id
+            ),
+        }));
+    }
+    let key = (entry.table.clone(), entry.row_id.clone());
+    let row = match overlay.get(&key) {
+        Some(r) => r.clone(),
+        None => super::sqlite::read_row(tx, &entry.table, &entry.row_id)?
+            .filter(|r| !r.deleted)
+            .map(|r| r.fields.into_iter().map(|(k, f)| (k, f.value)).collect()),
+    };
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let known = schema
+        .table(&entry.table)
+        .is_some_and(|t| t.column(&entry.column).is_some());
+    let columns: Vec<&str> = if known {
+        vec![entry.column.as_str()]
+    } else {
+        Vec::new()
+    };
+    let get = row_getter(&entry.row_id, &row);
+    let mut lookup = StoreLookup { conn: tx, schema };
+    match rules.check_write(
+        ctx,
+        &entry.table,
+        burrow_core::rules::Action::Update,
+        &columns,
+        Some(&get),
+        Some(&get),
+        &mut lookup,
+    ) {
+        Ok(()) => Ok(None),
+        Err(mut denied) => {
+            denied.reason = format!("closing conflict {}: {}", entry.id, denied.reason);
+            Ok(Some(denied))
+        }
+    }
 }
 
 /// Rebuilds the whole index when the rules changed since it was built (`meta.rules_hash`).
@@ -536,14 +589,15 @@ pub(crate) fn save_scope(
 /// A bucket set to remember, by its hash.
 pub(crate) type NewScope = (u64, BTreeSet<BucketKey>);
 
-/// What a scoped pull produced besides the page: the position to return, a set the writer
+/// What a scoped pull produced besides the page: the position to return, sets the writer
 /// must remember, and refused subscriptions.
 pub(crate) struct ScopedPull {
     pub changes: Vec<RowChange>,
     pub cursor: burrow_core::Cursor,
     pub more: bool,
     pub position: ScopePosition,
-    pub new_scope: Option<NewScope>,
+    /// Bucket sets the writer must remember before the client can name them.
+    pub remember: Vec<NewScope>,
     pub grants: BTreeSet<BucketKey>,
     pub refused: Vec<(burrow_core::rules::Subscription, burrow_core::rules::Denied)>,
 }
@@ -662,16 +716,10 @@ pub(crate) fn pull_scoped(
         .map_err(|e| StoreError::Rules(e.0))?;
     let g_hash = scope_hash(&grants);
     let pos = scope.position;
-    let held: BTreeSet<BucketKey> = if pos.scope == 0 {
-        BTreeSet::new()
-    } else {
-        // An unknown set (never handed out here) is treated as empty: the catch-up then
-        // resends the client's whole scope, which is safe.
-        load_scope(tx, pos.scope)?.unwrap_or_default()
-    };
     let cursor = req.cursor;
     let mut changes = Vec::new();
     let mut bytes = 0usize;
+    let mut remember: Vec<NewScope> = Vec::new();
     // Rows the writer just wrote but may not read leave its device (never held through a
     // bucket, they would stay forever).
     {
@@ -683,66 +731,81 @@ pub(crate) fn pull_scoped(
             }
         }
     }
-    if held != grants {
-        let new: BTreeSet<BucketKey> = grants.difference(&held).cloned().collect();
-        let first_page = pos.catchup_after == 0 || pos.catchup_target != scope_hash(&new);
-        if first_page {
-            evictions(tx, &held, &grants, cursor.after, &mut changes)?;
-        }
-        if cursor.after > 0 && !new.is_empty() {
-            // Catch up every row of the new buckets, whole: the delta would send rows past the
-            // cursor with only the fields changed since it, and has passed the others.
-            let target = scope_hash(&new);
-            let from = if pos.catchup_target == target {
-                pos.catchup_after
-            } else {
-                0
-            };
-            let keys: Vec<&BucketKey> = new.iter().collect();
-            let mut stmts = Vec::with_capacity(keys.len());
-            for _ in &keys {
-                stmts.push(tx.prepare(
-                    "SELECT seq, tbl, id, removed, added FROM bucket_rows
-                     WHERE bucket = ?1 AND seq > ?2 AND removed = 0 ORDER BY seq, tbl, id",
-                )?);
-            }
-            let mut streams = Vec::with_capacity(keys.len());
-            for (stmt, key) in stmts.iter_mut().zip(&keys) {
-                streams.push(stmt.query(params![key.0, from as i64])?);
-            }
-            let mut merge = Merge::new(streams)?;
-            let mut last = from;
-            let mut full = false;
-            while let Some((seq, tbl, id, _, _)) = merge.next()? {
-                if bytes >= req.page_bytes_max || changes.len() >= req.page_rows_max {
-                    full = true;
-                    break;
-                }
-                last = seq;
-                if let Some(c) = read_change(&tbl, &id, 0, None)?.filter(|c| !c.deleted) {
-                    bytes += change_size(&c);
-                    changes.push(c);
-                }
-            }
-            if full {
+    let mut change = ScopeChange::resume(tx, &pos, &grants, g_hash, cursor.after)?;
+    let page_full = |bytes: usize, n: usize| bytes >= req.page_bytes_max || n >= req.page_rows_max;
+    if change.phase == Phase::Evict {
+        let lost: Vec<&BucketKey> = change.partial.difference(&grants).collect();
+        match evictions(
+            tx,
+            &lost,
+            &grants,
+            cursor.after,
+            change.from,
+            &page_full,
+            &mut bytes,
+            &mut changes,
+        )? {
+            Some(last) => {
+                let position = change.position(last, g_hash, &mut remember);
                 return Ok(ScopedPull {
                     changes,
                     cursor,
                     more: true,
-                    position: ScopePosition {
-                        scope: pos.scope,
-                        catchup_after: last,
-                        catchup_target: target,
-                    },
-                    new_scope: None,
+                    position,
+                    remember,
                     grants,
                     refused,
                 });
             }
+            None => change.evicted(&grants, cursor.after),
         }
-        // The client now holds `grants` up to its cursor: continue with the delta.
     }
-    let new_scope = (held != grants || pos.scope != g_hash).then(|| (g_hash, grants.clone()));
+    if change.phase == Phase::CatchUp {
+        // Catch up every row of the new buckets, whole: the delta would send rows past the
+        // cursor with only the fields changed since it, and has passed the others.
+        let keys: Vec<&BucketKey> = change.partial.iter().collect();
+        let mut stmts = Vec::with_capacity(keys.len());
+        for _ in &keys {
+            stmts.push(tx.prepare(
+                "SELECT seq, tbl, id, removed, added FROM bucket_rows
+                 WHERE bucket = ?1 AND seq > ?2 AND removed = 0 ORDER BY seq, tbl, id",
+            )?);
+        }
+        let mut streams = Vec::with_capacity(keys.len());
+        for (stmt, key) in stmts.iter_mut().zip(&keys) {
+            streams.push(stmt.query(params![key.0, change.from as i64])?);
+        }
+        let mut merge = Merge::new(streams)?;
+        let mut last = change.from;
+        let mut full = false;
+        while let Some((seq, tbl, id, _, _)) = merge.next()? {
+            if page_full(bytes, changes.len()) {
+                full = true;
+                break;
+            }
+            last = seq;
+            if let Some(c) = read_change(&tbl, &id, 0, None)?.filter(|c| !c.deleted) {
+                bytes += change_size(&c);
+                changes.push(c);
+            }
+        }
+        if full {
+            let position = change.position(last, g_hash, &mut remember);
+            return Ok(ScopedPull {
+                changes,
+                cursor,
+                more: true,
+                position,
+                remember,
+                grants,
+                refused,
+            });
+        }
+    }
+    // The client now holds `grants` up to its cursor: continue with the delta.
+    if pos.scope != g_hash {
+        remember.push((g_hash, grants.clone()));
+    }
     // The delta: every granted bucket (plus the requester's conflict records) after `after`.
     let keys: Vec<&BucketKey> = grants.iter().collect();
     let mut stmts = Vec::with_capacity(keys.len() + 1);
@@ -812,7 +875,7 @@ pub(crate) fn pull_scoped(
             catchup_after: 0,
             catchup_target: 0,
         },
-        new_scope,
+        remember,
         grants,
         refused,
     })
@@ -853,33 +916,168 @@ fn held_elsewhere(
 }
 
 /// Rows of buckets the client held but lost, unless a bucket it keeps holds them: the rows
-/// in them now, and those that left them after the client's cursor (it still has them).
+/// in them now, and those that left them after the client's cursor `after` (it still has
+/// them). Pages through the lost buckets' index entries after `from`; returns the sequence to
+/// continue after when the page filled up (`None`: every eviction is in `out`).
+#[allow(clippy::too_many_arguments)]
 fn evictions(
     tx: &Connection,
-    held: &BTreeSet<BucketKey>,
+    lost: &[&BucketKey],
     grants: &BTreeSet<BucketKey>,
     after: u64,
+    from: u64,
+    page_full: &dyn Fn(usize, usize) -> bool,
+    bytes: &mut usize,
     out: &mut Vec<RowChange>,
-) -> Result<(), StoreError> {
+) -> Result<Option<u64>, StoreError> {
     let granted: HashSet<&str> = grants.iter().map(|b| b.0.as_str()).collect();
-    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
-    let mut stmt = tx.prepare_cached(
-        "SELECT tbl, id, seq FROM bucket_rows WHERE bucket = ?1 AND (removed = 0 OR seq > ?2)",
-    )?;
-    for lost in held.difference(grants) {
-        let rows: Vec<(String, String, i64)> = stmt
-            .query_map(params![&lost.0, after as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        for (tbl, id, seq) in rows {
-            if !seen.insert((tbl.clone(), id.clone())) {
-                continue;
-            }
-            if !held_elsewhere(tx, &tbl, &id, &granted)? {
-                out.push(evicted(tbl, id, seq as u64));
+    let mut stmts = Vec::with_capacity(lost.len());
+    for _ in lost {
+        stmts.push(tx.prepare_cached(
+            "SELECT seq, tbl, id, removed, added FROM bucket_rows
+             WHERE bucket = ?1 AND seq > ?2 AND (removed = 0 OR seq > ?3) ORDER BY seq, tbl, id",
+        )?);
+    }
+    let mut streams = Vec::with_capacity(lost.len());
+    for (stmt, key) in stmts.iter_mut().zip(lost) {
+        streams.push(stmt.query(params![key.0, from as i64, after as i64])?);
+    }
+    let mut merge = Merge::new(streams)?;
+    let mut seen: HashSet<(String, String)> = HashSet::new();
+    let mut last = from;
+    while let Some((seq, tbl, id, _, _)) = merge.next()? {
+        if page_full(*bytes, out.len()) {
+            return Ok(Some(last));
+        }
+        last = seq;
+        if seen.contains(&(tbl.clone(), id.clone())) || held_elsewhere(tx, &tbl, &id, &granted)? {
+            continue;
+        }
+        let change = evicted(tbl.clone(), id.clone(), seq);
+        *bytes += change_size(&change);
+        out.push(change);
+        seen.insert((tbl, id));
+    }
+    Ok(None)
+}
+
+/// The step of a scope change a pull is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// The client holds its complete set: plain delta.
+    Delta,
+    /// Evicting the rows of `partial` buckets that are not granted.
+    Evict,
+    /// Sending every row of the `partial` buckets (granted, not held completely) whole.
+    CatchUp,
+}
+
+/// Where a scope change stands. The client holds `complete` completely up to its cursor, and
+/// may hold some rows of `partial` (a catch-up or an eviction was under way). The position
+/// names both: `scope` is the hash of `complete`, `catchup_target` the key of the phase
+/// record (`phase_key`: the phase, the grants it works towards and `partial`), and
+/// `catchup_after` how far the phase got. When the grants change mid-way the record no longer
+/// matches and the change restarts from what the client may hold: nothing is left behind
+/// (rows of a bucket whose catch-up was cut short) and nothing is missed (a bucket evicted
+/// part-way and granted again is caught up whole).
+struct ScopeChange {
+    phase: Phase,
+    complete: BTreeSet<BucketKey>,
+    partial: BTreeSet<BucketKey>,
+    from: u64,
+}
+
+impl ScopeChange {
+    /// The change the client's position `pos` is in, towards `grants`.
+    fn resume(
+        tx: &Connection,
+        pos: &ScopePosition,
+        grants: &BTreeSet<BucketKey>,
+        g_hash: u64,
+        after: u64,
+    ) -> Result<ScopeChange, StoreError> {
+        // An unknown set (never handed out here) is treated as empty: the catch-up then
+        // resends the client's whole scope, which is safe.
+        let held = if pos.scope == 0 {
+            BTreeSet::new()
+        } else {
+            load_scope(tx, pos.scope)?.unwrap_or_default()
+        };
+        let record = if pos.catchup_target == 0 {
+            None
+        } else {
+            load_scope(tx, pos.catchup_target)?
+        };
+        if let Some(partial) = &record {
+            for phase in [Phase::Evict, Phase::CatchUp] {
+                if pos.catchup_target == phase_key(phase, g_hash, partial) {
+                    return Ok(ScopeChange {
+                        phase,
+                        complete: held,
+                        partial: partial.clone(),
+                        from: pos.catchup_after,
+                    });
+                }
             }
         }
+        // A new change (or the grants changed during one).
+        let complete: BTreeSet<BucketKey> = held.intersection(grants).cloned().collect();
+        let partial: BTreeSet<BucketKey> = held
+            .union(&record.unwrap_or_default())
+            .filter(|b| !complete.contains(*b))
+            .cloned()
+            .collect();
+        let mut change = ScopeChange {
+            phase: Phase::Evict,
+            complete,
+            partial,
+            from: 0,
+        };
+        if change.partial.iter().all(|b| grants.contains(b)) {
+            change.evicted(grants, after);
+        }
+        Ok(change)
     }
-    Ok(())
+
+    /// The evictions are done: catch up what is granted but not held completely (not for a
+    /// client at cursor 0, whose delta sends everything whole).
+    fn evicted(&mut self, grants: &BTreeSet<BucketKey>, after: u64) {
+        self.partial = grants.difference(&self.complete).cloned().collect();
+        self.from = 0;
+        self.phase = if after > 0 && !self.partial.is_empty() {
+            Phase::CatchUp
+        } else {
+            Phase::Delta
+        };
+    }
+
+    /// The position of a page that stopped after `last`; the sets it names go to `remember`.
+    fn position(&self, last: u64, g_hash: u64, remember: &mut Vec<NewScope>) -> ScopePosition {
+        let scope = scope_hash(&self.complete);
+        let key = phase_key(self.phase, g_hash, &self.partial);
+        remember.push((scope, self.complete.clone()));
+        remember.push((key, self.partial.clone()));
+        ScopePosition {
+            scope,
+            catchup_after: last,
+            catchup_target: key,
+        }
+    }
+}
+
+/// The key of a scope change's phase record: domain-separated from [`scope_hash`], and
+/// different for every phase, target grants and partial set.
+fn phase_key(phase: Phase, g_hash: u64, partial: &BTreeSet<BucketKey>) -> u64 {
+    let mut h = Fnv64::new();
+    h.update(match phase {
+        Phase::Evict => b"evict\0",
+        Phase::CatchUp => b"catch\0",
+        Phase::Delta => b"delta\0",
+    });
+    h.update(&g_hash.to_le_bytes());
+    for b in partial {
+        h.update(b.0.as_bytes());
+        h.update(&[0]);
+    }
+    h.finish().max(1)
 }

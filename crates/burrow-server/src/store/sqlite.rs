@@ -155,8 +155,9 @@ impl SqliteServerStore {
     }
 }
 
-fn read_row(
-    tx: &rusqlite::Transaction<'_>,
+/// The stored row (live or tombstone), `None` when the row was never written.
+pub(super) fn read_row(
+    tx: &rusqlite::Connection,
     table: &str,
     row_id: &str,
 ) -> Result<Option<ServerRow>, StoreError> {
@@ -710,7 +711,7 @@ fn read_change(
 fn pull_scoped_blocking(
     conn: &mut Connection,
     req: PullRequest,
-) -> Result<(Page, Option<super::scope::NewScope>), StoreError> {
+) -> Result<(Page, Vec<super::scope::NewScope>), StoreError> {
     fail::fail_point!("server-pull", |_| Err(crate::error::injected(
         "server-pull"
     )));
@@ -736,7 +737,7 @@ fn pull_scoped_blocking(
             refused: out.refused,
             grants: Some(out.grants.into_iter().map(|b| b.0).collect()),
         },
-        out.new_scope,
+        out.remember,
     ))
 }
 
@@ -817,12 +818,15 @@ impl ServerStore for SqliteServerStore {
         if req.scope.is_none() {
             return Self::blocking(self.reader.clone(), move |c| pull_blocking(c, req)).await;
         }
-        let (page, new_scope) =
+        let (page, remember) =
             Self::blocking(self.reader.clone(), move |c| pull_scoped_blocking(c, req)).await?;
-        if let Some((hash, buckets)) = new_scope {
-            // Remember the set before the client can name it in a cursor.
+        if !remember.is_empty() {
+            // Remember the sets before the client can name them in a cursor.
             Self::blocking(self.writer.clone(), move |c| {
-                super::scope::save_scope(c, hash, &buckets)
+                for (hash, buckets) in &remember {
+                    super::scope::save_scope(c, *hash, buckets)?;
+                }
+                Ok(())
             })
             .await?;
         }
