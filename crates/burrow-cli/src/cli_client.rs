@@ -59,6 +59,10 @@ enum ClientCommand {
         /// The battery is low: defer the bulk lane.
         #[arg(long)]
         low_battery: bool,
+        /// While syncing, run this query through the library every 5 ms, as an app would,
+        /// and report its latency (`read_probe` in `--json`): how long app reads wait.
+        #[arg(long, hide = true)]
+        probe_read: Option<String>,
     },
     /// Crash-test writer: commits transactions into `scans` forever (see `workload.rs`).
     #[command(hide = true)]
@@ -385,6 +389,7 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
             json,
             network,
             low_battery,
+            probe_read,
         } => {
             let network = burrow_client::Network::parse(network).with_context(|| {
                 format!("--network {network:?}: expected offline, metered or unmetered")
@@ -398,12 +403,23 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                 .as_deref()
                 .context("--token (or BURROW_TOKEN) is required to sync")?;
             let transport = HttpTransport::new(server, token)?;
-            let result = crate::runtime()?.block_on(client.sync(&transport));
+            let runtime = crate::runtime()?;
+            let (result, probe) = match probe_read {
+                Some(sql) => {
+                    let (r, p) =
+                        probe_reads(&client, sql, || runtime.block_on(client.sync(&transport)));
+                    (r, Some(p))
+                }
+                None => (runtime.block_on(client.sync(&transport)), None),
+            };
             match result {
                 Ok(r) => {
                     if *json {
                         let mut v = serde_json::to_value(&r)?;
                         v["peak_rss_bytes"] = serde_json::json!(peak_rss_bytes());
+                        if let Some(p) = probe {
+                            v["read_probe"] = p;
+                        }
                         println!("{v}");
                     } else {
                         println!(
@@ -448,4 +464,48 @@ fn parse_params(pairs: &[String]) -> Result<serde_json::Map<String, serde_json::
         out.insert(k.to_string(), value);
     }
     Ok(out)
+}
+
+/// Runs `work` while another thread reads `sql` through the library every 5 ms (as an app's
+/// UI would); returns `work`'s result and the reads' latency summary (count, p50, p99, max
+/// in ms, and the reads that failed).
+fn probe_reads<T>(
+    client: &burrow_client::Client,
+    sql: &str,
+    work: impl FnOnce() -> T,
+) -> (T, serde_json::Value) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            let (mut lat, mut failed) = (Vec::new(), 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let t = std::time::Instant::now();
+                if client.query_json(sql).is_err() {
+                    failed += 1;
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            (lat, failed)
+        });
+        let out = work();
+        stop.store(true, Ordering::Relaxed);
+        let (mut lat, failed) = reader.join().unwrap_or_default();
+        lat.sort_by(f64::total_cmp);
+        let at = |q: f64| -> f64 {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            lat[((lat.len() - 1) as f64 * q).round() as usize]
+        };
+        let summary = serde_json::json!({
+            "reads": lat.len(),
+            "failed": failed,
+            "p50_ms": at(0.5),
+            "p99_ms": at(0.99),
+            "max_ms": lat.last().copied().unwrap_or(0.0),
+        });
+        (out, summary)
+    })
 }

@@ -90,6 +90,10 @@ impl Default for ClientOptions {
 #[derive(Debug)]
 pub struct Client {
     conn: Mutex<Connection>,
+    /// A read-only connection for the app's queries ([`Client::query_json`]): in WAL mode it
+    /// reads the last committed state while a sync applies a page through `conn`, so app
+    /// reads never wait for sync.
+    reader: Mutex<Connection>,
     schema: Schema,
     client_id: String,
     path: PathBuf,
@@ -407,8 +411,14 @@ impl Client {
             [],
             |r| r.get(0),
         )?;
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        reader.busy_timeout(std::time::Duration::from_secs(30))?;
         Ok(Client {
             conn: Mutex::new(conn),
+            reader: Mutex::new(reader),
             schema,
             client_id,
             path: path.to_path_buf(),
@@ -559,9 +569,11 @@ impl Client {
         Ok(self.write(|tx| tx.execute_batch(sql))?.1)
     }
 
-    /// Runs a query and returns its rows as JSON objects (blobs as hex).
+    /// Runs a read-only query and returns its rows as JSON objects (blobs as hex). It reads
+    /// the last committed state through its own connection, so it never waits for a sync
+    /// applying a page; writes go through [`Client::execute`] / [`Client::write`].
     pub fn query_json(&self, sql: &str) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
-        let conn = lock(&self.conn);
+        let conn = lock(&self.reader);
         let mut stmt = conn.prepare(sql)?;
         let names: Vec<String> = stmt.column_names().map(|s| s.to_string()).collect();
         let mut rows = stmt.query([])?;

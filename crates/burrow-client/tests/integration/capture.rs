@@ -367,3 +367,39 @@ async fn a_request_carries_one_lane_and_bulk_requests_stay_small() {
     let unlimited = read(burrow_client::outbox::BatchLimits::new(10_000, 4 << 20));
     assert_eq!(unlimited.op_count, 20);
 }
+
+/// App reads go through their own read-only connection: while a write (or a sync applying a
+/// page) holds the library's write connection, `query_json` answers at once with the last
+/// committed state instead of waiting.
+#[tokio::test]
+async fn app_reads_do_not_wait_for_a_transaction_in_progress() {
+    let env = Env::start().await;
+    let a = std::sync::Arc::new(env.client("a"));
+    a.execute("INSERT INTO routes(id, driver_id) VALUES ('r1', 'ann')")
+        .unwrap();
+    let reader = a.clone();
+    a.write(|tx| {
+        tx.execute("UPDATE routes SET driver_id = 'bob' WHERE id = 'r1'", [])?;
+        // A reader on another thread, while this transaction holds the write connection.
+        let (done, seen) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(reader.query_json("SELECT driver_id FROM routes"));
+        });
+        let got = seen
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("query_json waited for the write transaction");
+        assert_eq!(
+            got.unwrap()[0]["driver_id"],
+            serde_json::json!("ann"),
+            "the reader sees the last committed state"
+        );
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        rows(&a, "SELECT driver_id FROM routes"),
+        [serde_json::json!({"driver_id": "bob"})]
+    );
+    // Writes through the read path are refused, not silently uncaptured.
+    assert!(a.query_json("DELETE FROM routes").is_err());
+}
