@@ -1032,6 +1032,41 @@ impl Client {
         Ok(())
     }
 
+    /// Shows conflict `id` closed by this device (its closing `data`, `{"status", "resolution"}`,
+    /// is queued again).
+    pub(crate) fn mark_closed(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        id: &str,
+        data: Option<&str>,
+    ) -> Result<()> {
+        let record: Option<String> = tx
+            .query_row(
+                "SELECT record FROM _burrow_conflicts WHERE id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(mut e) = record.and_then(|r| serde_json::from_str::<ConflictEntry>(&r).ok())
+        else {
+            return Ok(());
+        };
+        if e.status != ConflictStatus::Open {
+            return Ok(());
+        }
+        let resolution = data
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+            .and_then(|v| v.get("resolution").cloned());
+        e.status = ConflictStatus::Resolved;
+        e.resolution = resolution;
+        e.resolved_by = Some(self.client_id.clone());
+        tx.execute(
+            "UPDATE _burrow_conflicts SET status = 'resolved', record = ?2 WHERE id = ?1",
+            params![id, serde_json::to_string(&e).unwrap_or_default()],
+        )?;
+        Ok(())
+    }
+
     /// Rejects op `seq` and every other op of its local transaction still queued (they must
     /// not apply without it). Returns how many ops left the outbox.
     fn reject_with_transaction(
@@ -1427,12 +1462,6 @@ impl Client {
                 json_to_column(table, &entry.column, &value)?,
             ));
         }
-        let record = ConflictEntry {
-            status: ConflictStatus::Resolved,
-            resolution: Some(value.clone()),
-            resolved_by: Some(self.client_id.clone()),
-            ..entry.clone()
-        };
         let close = serde_json::json!({ "status": "resolved", "resolution": value }).to_string();
         let values: Vec<(&str, &Value)> =
             assignments.iter().map(|(c, v)| (c.as_str(), v)).collect();
@@ -1456,10 +1485,7 @@ impl Client {
                 table.priority,
                 self.now_ms(),
             )?;
-            tx.execute(
-                "UPDATE _burrow_conflicts SET status = 'resolved', record = ?2 WHERE id = ?1",
-                params![entry.id, serde_json::to_string(&record).unwrap_or_default()],
-            )?;
+            self.mark_closed(tx, &entry.id, Some(&close))?;
             Ok(())
         })?;
         Ok(value)

@@ -5,7 +5,9 @@
 use crate::apply;
 use crate::client::Client;
 use crate::error::{Error, Result};
+use burrow_core::conflict::CONFLICTS_TABLE;
 use burrow_core::{OpKind, Value};
+use rusqlite::OptionalExtension;
 
 impl Client {
     /// Queues a refused op again, as a new op at the end of the outbox, with its original
@@ -49,6 +51,44 @@ impl Client {
             let mut edit = data;
             let mut new_seq = 0;
             for (old_seq, tname, row_id, kind, old_data) in group {
+                if tname == CONFLICTS_TABLE {
+                    // A refused closing of a conflict: close it again.
+                    let data = match (old_seq as u64 == seq, edit.take()) {
+                        (true, Some(obj)) => Some(serde_json::Value::Object(obj).to_string()),
+                        (false, e) => {
+                            edit = e;
+                            old_data
+                        }
+                        (true, None) => old_data,
+                    };
+                    crate::outbox::decode_fields(schema, tname.clone(), data.clone())
+                        .map_err(|why| Error::Invalid(format!("rejected op {old_seq}: {why}")))?;
+                    let conflicted: Option<String> = tx
+                        .query_row(
+                            "SELECT tbl FROM _burrow_conflicts WHERE id = ?1",
+                            [&row_id],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    let priority = conflicted
+                        .and_then(|t| schema.table(&t).map(|t| t.priority))
+                        .unwrap_or(burrow_core::Priority::Normal);
+                    let appended = crate::outbox::append_op(
+                        tx,
+                        &tname,
+                        &row_id,
+                        kind,
+                        data.as_deref(),
+                        priority,
+                        self.now_ms(),
+                    )?;
+                    if old_seq as u64 == seq {
+                        new_seq = appended;
+                    }
+                    tx.execute("DELETE FROM _burrow_rejected WHERE seq = ?1", [old_seq])?;
+                    self.mark_closed(tx, &row_id, data.as_deref())?;
+                    continue;
+                }
                 let table = schema.table(&tname).ok_or_else(|| {
                     Error::Invalid(format!(
                         "rejected op {old_seq}: table {tname} is not in the schema"

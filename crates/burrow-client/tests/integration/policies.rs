@@ -669,6 +669,17 @@ when = "auth.role = 'driver' AND (label IS NULL OR label != 'sealed')"
     // The other device still sees it open.
     a.sync().await;
     assert_eq!(a.conflict_of("pick").status, ConflictStatus::Open);
+    // Retrying the refused transaction closes it locally again; the server refuses again.
+    let close = rejected
+        .iter()
+        .find(|o| o.table == burrow_core::conflict::CONFLICTS_TABLE)
+        .expect("the closing op is in the rejected list");
+    b.client.retry_rejected(close.client_seq, None).unwrap();
+    assert_eq!(b.open_conflicts(), 0, "closed locally again");
+    let r = b.sync().await;
+    assert!(r.ops_rejected >= 1, "{r:?}");
+    assert_eq!(b.open_conflicts(), 1);
+    assert_eq!(b.pending(), 0);
 }
 
 #[tokio::test]
