@@ -49,8 +49,8 @@ enum Command {
     Token(serve::TokenArgs),
     /// Work with a client database: write, query, sync, inspect.
     Client(cli_client::ClientArgs),
-    /// Run a fleet of devices through offline edits and conflicts against an embedded server,
-    /// and check that nothing is lost and everyone converges.
+    /// Run a delivery fleet through a bad network against an embedded server and print the
+    /// brief's promises as measured facts (exit 3 if one fails).
     Demo(demo::DemoArgs),
     /// Measure sync figures (initial sync, push, delta, capture, ingest, memory, policies,
     /// live latency, EDGE, selective sync; `all` for every figure of the brief).

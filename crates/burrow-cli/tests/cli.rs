@@ -8,46 +8,15 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BIN, SCHEMA, burrow, stdout};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{BIN, SCHEMA, Server, burrow, spawn_server, stdout};
 
 fn start_server(data: &Path, schema: &Path) -> (Server, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(BIN)
-        .args([
-            "serve",
-            "--data",
-            data.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--schema",
-        ])
-        .arg(schema)
-        .env_remove("BURROW_SECRET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (server, format!("http://{listen}"))
+    spawn_server(&[
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--schema".as_ref(),
+        schema.as_os_str(),
+    ])
 }
 
 /// A server process serving `schema` (written to a file in a new temporary directory) and a
@@ -219,12 +188,66 @@ fn sync_failures_exit_non_zero_with_a_one_line_reason() {
 
 #[test]
 fn demo_passes_and_reports_json() {
-    let out = burrow(&["demo", "--json", "--scans", "20", "--shipments", "10"]);
-    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let started = Instant::now();
+    let out = burrow(&["demo", "--devices", "6", "--duration", "8", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON report ({e}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    assert!(out.status.success(), "exit {:?}: {report}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "--json prints nothing on stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for key in [
+        "offline_availability",
+        "sync_success_rate",
+        "lost_writes",
+        "duplicates",
+        "converged",
+        "conflicts",
+        "propagation_ms",
+        "bytes_per_op",
+        "drain_seconds",
+    ] {
+        assert!(report.get(key).is_some(), "missing {key}: {report}");
+    }
+    assert!(report["propagation_ms"]["p50"].is_number(), "{report}");
+    assert!(report["propagation_ms"]["p99"].is_number(), "{report}");
     assert_eq!(report["ok"], true, "{report}");
     assert_eq!(report["lost_writes"], 0);
     assert_eq!(report["duplicates"], 0);
     assert_eq!(report["converged"], true);
+    assert_eq!(report["offline_availability"].as_f64(), Some(1.0));
+    assert!(report["sync_success_rate"].as_f64().unwrap() > 0.999);
+    assert!(report["writes"]["offline_attempted"].as_u64().unwrap() > 0);
+    // The workload must keep exercising conflicts and the reassignment.
+    assert!(
+        report["conflicts"]["logged"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert!(
+        report["reassignment"]["evicted_rows"].as_u64().unwrap() >= 1,
+        "{report}"
+    );
+    assert_eq!(report["reassignment"]["rows_after"], 0, "{report}");
+    assert_eq!(report["reassignment"]["lost"], 0, "{report}");
+    assert!(
+        report["conflicts"]["counter"]["increments"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(report["conflicts"]["text"]["edits"].as_u64().unwrap() > 0);
+    assert!(report["drain_seconds"].as_f64().unwrap() < 60.0);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "the short demo took {:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -5,19 +5,9 @@
 
 mod common;
 
-use common::{BIN, burrow, stdout};
+use common::{BIN, Server, burrow, spawn_server, stdout};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use std::process::Command;
 
 fn example(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -25,33 +15,16 @@ fn example(file: &str) -> PathBuf {
         .join(file)
 }
 
-fn free_addr() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
-}
-
 fn serve(data: &Path, config: &Path) -> (Server, String) {
-    let listen = free_addr();
-    let child = Command::new(BIN)
-        .args(["serve", "--data"])
-        .arg(data)
-        .args(["--listen", &listen, "--schema"])
-        .arg(example("schema.toml"))
-        .arg("--config")
-        .arg(config)
-        .env_remove("BURROW_SECRET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(server.0.try_wait().unwrap().is_none(), "server exited");
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (server, format!("http://{listen}"))
+    let schema = example("schema.toml");
+    spawn_server(&[
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--schema".as_ref(),
+        schema.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+    ])
 }
 
 fn token(data: &Path, user: &str, role: &str) -> String {
@@ -174,7 +147,7 @@ fn a_bad_rule_stops_the_server_naming_the_rule_and_position() {
     let out = Command::new(BIN)
         .args(["serve", "--data"])
         .arg(dir.path().join("data"))
-        .args(["--listen", &free_addr(), "--schema"])
+        .args(["--listen", "127.0.0.1:0", "--schema"])
         .arg(example("schema.toml"))
         .arg("--config")
         .arg(&config)

@@ -4,21 +4,11 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 mod common;
 
-use common::{BIN, SCHEMA, burrow, stdout};
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{SCHEMA, Server, burrow, spawn_server, stdout};
 
 /// `burrow serve` with `config` written to `dir/burrow.toml`; the server and its URL
 /// address.
@@ -27,36 +17,15 @@ fn serve(dir: &Path, config: &str) -> (Server, String) {
     std::fs::write(&schema, SCHEMA).unwrap();
     let config_path = dir.join("burrow.toml");
     std::fs::write(&config_path, config).unwrap();
-    let listen = format!(
-        "127.0.0.1:{}",
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    );
-    let child = Command::new(BIN)
-        .args(["serve", "--data"])
-        .arg(dir.join("data"))
-        .args(["--listen", &listen, "--schema"])
-        .arg(&schema)
-        .arg("--config")
-        .arg(&config_path)
-        .env_remove("BURROW_SECRET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Server(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&listen).is_err() {
-        assert!(
-            server.0.try_wait().unwrap().is_none(),
-            "server exited at start"
-        );
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (server, url) = spawn_server(&[
+        "--data".as_ref(),
+        dir.join("data").as_os_str(),
+        "--schema".as_ref(),
+        schema.as_os_str(),
+        "--config".as_ref(),
+        config_path.as_os_str(),
+    ]);
+    let listen = url.trim_start_matches("http://").to_string();
     (server, listen)
 }
 
