@@ -63,7 +63,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 }
 
 /// The soft limit on open files, from `/proc/self/limits` (Linux); `None` when unknown.
-fn open_files_limit() -> Option<u64> {
+pub(crate) fn open_files_limit() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = text.lines().find(|l| l.starts_with("Max open files"))?;
     let soft = line

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::bench_live::connect_fleet;
+use crate::bench_live::open_files_limit;
 use crate::demo::DELIVERY_SCHEMA;
 
 /// Target: this many connections …
@@ -35,20 +36,6 @@ const SECRET: &str = "bench-memory-secret";
 pub struct MemoryOptions {
     /// Live connections to open.
     pub connections: usize,
-}
-
-/// The soft limit on open files of this process (children inherit it); `None` when unknown.
-fn open_files_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line
-        .trim_start_matches("Max open files")
-        .split_whitespace()
-        .next()?;
-    if soft == "unlimited" {
-        return Some(u64::MAX);
-    }
-    soft.parse().ok()
 }
 
 /// A field of `/proc/PID/status` in bytes (`VmRSS`, `VmHWM`).

@@ -1006,15 +1006,7 @@ impl Client {
     /// The server refused this device's closing of conflict `id` (e.g. write permissions): the
     /// record shows open again, unless a download already brought the server's resolution.
     fn reopen_conflict(&self, tx: &rusqlite::Transaction<'_>, id: &str) -> Result<()> {
-        let record: Option<String> = tx
-            .query_row(
-                "SELECT record FROM _burrow_conflicts WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(mut e) = record.and_then(|r| serde_json::from_str::<ConflictEntry>(&r).ok())
-        else {
+        let Some(mut e) = local_record(tx, id)? else {
             return Ok(());
         };
         if e.status != ConflictStatus::Resolved
@@ -1025,10 +1017,7 @@ impl Client {
         e.status = ConflictStatus::Open;
         e.resolution = None;
         e.resolved_by = None;
-        tx.execute(
-            "UPDATE _burrow_conflicts SET status = 'open', record = ?2 WHERE id = ?1",
-            params![id, serde_json::to_string(&e).unwrap_or_default()],
-        )?;
+        set_local_record(tx, &e)?;
         Ok(())
     }
 
@@ -1040,15 +1029,7 @@ impl Client {
         id: &str,
         data: Option<&str>,
     ) -> Result<()> {
-        let record: Option<String> = tx
-            .query_row(
-                "SELECT record FROM _burrow_conflicts WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let Some(mut e) = record.and_then(|r| serde_json::from_str::<ConflictEntry>(&r).ok())
-        else {
+        let Some(mut e) = local_record(tx, id)? else {
             return Ok(());
         };
         if e.status != ConflictStatus::Open {
@@ -1060,10 +1041,7 @@ impl Client {
         e.status = ConflictStatus::Resolved;
         e.resolution = resolution;
         e.resolved_by = Some(self.client_id.clone());
-        tx.execute(
-            "UPDATE _burrow_conflicts SET status = 'resolved', record = ?2 WHERE id = ?1",
-            params![id, serde_json::to_string(&e).unwrap_or_default()],
-        )?;
+        set_local_record(tx, &e)?;
         Ok(())
     }
 
@@ -1516,4 +1494,29 @@ impl Client {
         }
         Ok(format!("{:016x}", h.finish()))
     }
+}
+
+/// This device's copy of conflict record `id`, if it holds one.
+fn local_record(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<ConflictEntry>> {
+    let record: Option<String> = tx
+        .query_row(
+            "SELECT record FROM _burrow_conflicts WHERE id = ?1",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(record.and_then(|r| serde_json::from_str(&r).ok()))
+}
+
+/// Stores this device's view of a conflict record (status and the record itself).
+fn set_local_record(tx: &rusqlite::Transaction<'_>, e: &ConflictEntry) -> Result<()> {
+    tx.execute(
+        "UPDATE _burrow_conflicts SET status = ?2, record = ?3 WHERE id = ?1",
+        params![
+            e.id,
+            e.status.as_str(),
+            serde_json::to_string(e).map_err(|err| Error::Corrupt(err.to_string()))?
+        ],
+    )?;
+    Ok(())
 }

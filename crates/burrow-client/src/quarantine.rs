@@ -53,14 +53,7 @@ impl Client {
             for (old_seq, tname, row_id, kind, old_data) in group {
                 if tname == CONFLICTS_TABLE {
                     // A refused closing of a conflict: close it again.
-                    let data = match (old_seq as u64 == seq, edit.take()) {
-                        (true, Some(obj)) => Some(serde_json::Value::Object(obj).to_string()),
-                        (false, e) => {
-                            edit = e;
-                            old_data
-                        }
-                        (true, None) => old_data,
-                    };
+                    let data = take_edit(old_seq as u64 == seq, &mut edit, old_data);
                     crate::outbox::decode_fields(schema, tname.clone(), data.clone())
                         .map_err(|why| Error::Invalid(format!("rejected op {old_seq}: {why}")))?;
                     let conflicted: Option<String> = tx
@@ -95,19 +88,12 @@ impl Client {
                     ))
                 })?;
                 let is_delete = kind == OpKind::Delete.code();
-                let data = match (old_seq as u64 == seq, edit.take()) {
-                    (true, Some(_)) if is_delete => {
-                        return Err(Error::Invalid(format!(
-                            "rejected op {seq} is a delete: it carries no values to edit"
-                        )));
-                    }
-                    (true, Some(obj)) => Some(serde_json::Value::Object(obj).to_string()),
-                    (false, e) => {
-                        edit = e;
-                        old_data
-                    }
-                    (true, None) => old_data,
-                };
+                if old_seq as u64 == seq && is_delete && edit.is_some() {
+                    return Err(Error::Invalid(format!(
+                        "rejected op {seq} is a delete: it carries no values to edit"
+                    )));
+                }
+                let data = take_edit(old_seq as u64 == seq, &mut edit, old_data);
                 let fields = crate::outbox::decode_fields(schema, tname.clone(), data.clone())
                     .map_err(|why| Error::Invalid(format!("rejected op {old_seq}: {why}")))?;
                 let appended = crate::outbox::append_op(
@@ -138,6 +124,19 @@ impl Client {
             }
             Ok(())
         })
+    }
+}
+
+/// The data a re-queued op carries: the app's edit for the retried op itself (taken from
+/// `edit`), its original data otherwise.
+fn take_edit(
+    is_retried: bool,
+    edit: &mut Option<serde_json::Map<String, serde_json::Value>>,
+    old_data: Option<String>,
+) -> Option<String> {
+    match edit.take_if(|_| is_retried) {
+        Some(obj) => Some(serde_json::Value::Object(obj).to_string()),
+        None => old_data,
     }
 }
 

@@ -8,6 +8,7 @@ use super::plan;
 use super::progress::Progress;
 use super::report::plural;
 use super::work::count;
+use crate::bench_live::open_files_limit;
 use crate::bench_scope::{EXAMPLE_RULES, EXAMPLE_SCHEMA};
 use anyhow::{Context, Result, bail};
 use burrow_client::{Client, ClientOptions, RunOptions};
@@ -28,20 +29,6 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(90);
 const FILES_PER_DEVICE: u64 = 16;
 /// Open files for the server, the runtime and the references.
 const FILES_BESIDES: u64 = 128;
-
-/// The soft limit on open files (Linux `/proc/self/limits`), when known.
-fn open_files_limit() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
-    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
-    let soft = line
-        .trim_start_matches("Max open files")
-        .split_whitespace()
-        .next()?;
-    if soft == "unlimited" {
-        return Some(u64::MAX);
-    }
-    soft.parse().ok()
-}
 
 /// Fails with advice when `devices` would run out of file descriptors mid-run.
 fn check_open_files(devices: usize) -> Result<()> {
