@@ -479,12 +479,16 @@ fn probe_reads<T>(
     std::thread::scope(|scope| {
         let reader = scope.spawn(|| {
             let (mut lat, mut failed) = (Vec::new(), 0u64);
-            while !stop.load(Ordering::Relaxed) {
+            // At least one read, even when the work is over at once.
+            loop {
                 let t = std::time::Instant::now();
                 if client.query_json(sql).is_err() {
                     failed += 1;
                 }
                 lat.push(t.elapsed().as_secs_f64() * 1e3);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             (lat, failed)
