@@ -76,12 +76,17 @@ pub(crate) fn open_files_limit() -> Option<u64> {
     soft.parse().ok()
 }
 
+/// The soft open-file limit when it is below `need` (`None`: enough, or unknown).
+pub(crate) fn open_files_short_of(need: u64) -> Option<u64> {
+    open_files_limit().filter(|limit| *limit < need)
+}
+
 /// Fails with advice when `clients` sockets (two descriptors each on loopback: client and
 /// server side) would not fit under the open-file limit.
 fn check_fd_limit(clients: usize) -> Result<()> {
     let need = 2 * clients as u64 + FD_HEADROOM;
-    match open_files_limit() {
-        Some(limit) if limit < need => bail!(
+    match open_files_short_of(need) {
+        Some(limit) => bail!(
             "{clients} live clients need about {need} open files (a socket on each side of \
              loopback per client) but the soft limit is {limit}; raise it (e.g. `ulimit -n \
              {need}`, up to the hard limit `ulimit -Hn`) or use fewer --clients"

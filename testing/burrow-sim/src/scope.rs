@@ -16,33 +16,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard};
 
 /// The schema of scoped mode: [`crate::SIM_SCHEMA`] plus `items.team`, `items.owner` and
-/// `batches.item` (the item a batch belongs to).
-pub const SCOPED_SCHEMA: &str = r#"
-version = 1
-[tables.items]
-priority = "normal"
-[tables.items.columns]
-id = "text"
-title = "text"
-qty = "integer"
-status = { type = "text", policy = "lww" }
-note = "text"
-stock = { type = "integer", policy = "counter" }
-notes = { type = "text", policy = "text" }
-phase = { type = "text", policy = "order", order = ["created", "loaded", "in_transit", "delivered"] }
-best = { type = "integer", policy = "max" }
-pick = { type = "text", policy = "manual" }
-team = "text"
-owner = "text"
-[tables.batches]
-priority = "bulk"
-[tables.batches.columns]
-id = "text"
-tag = "text"
-size = "integer"
-label = "text"
-item = "text"
-"#;
+/// `batches.item` (the item a batch belongs to), the columns the sync rules filter on.
+pub static SCOPED_SCHEMA: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    crate::SIM_SCHEMA
+        .replace(
+            "pick = { type = \"text\", policy = \"manual\" }\n",
+            "pick = { type = \"text\", policy = \"manual\" }\nteam = \"text\"\nowner = \"text\"\n",
+        )
+        .replace("label = \"text\"\n", "label = \"text\"\nitem = \"text\"\n")
+});
 
 /// The sync rules of scoped mode. Members (`role = 'member'`, claims `team`, `sub`) read the
 /// items of their team not yet `delivered` (claim equality + row filter), the items they own

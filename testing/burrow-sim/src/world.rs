@@ -66,7 +66,7 @@ pub struct SimConfig {
     /// see docs/testing.md), which breaks I3.
     pub poison_unconfirmed_rows: bool,
     /// Scoped mode: the server runs with sync rules and write permissions
-    /// ([`crate::scope::SIM_RULES`] over [`crate::scope::SCOPED_SCHEMA`]); devices belong to
+    /// ([`crate::scope::SIM_RULES`] over [`struct@crate::scope::SCOPED_SCHEMA`]); devices belong to
     /// users with claims, the workload moves items between teams and attempts forbidden
     /// writes, the nemesis changes claims, and invariant I10 (authorization) is checked. The
     /// last device is a dispatcher; devices 0 and 1 share a user. Use at least 3 clients.
@@ -314,7 +314,11 @@ fn temp_root() -> Result<tempfile::TempDir, String> {
 
 async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
     let dir = temp_root()?;
-    let schema_text = if cfg.rules { SCOPED_SCHEMA } else { SIM_SCHEMA };
+    let schema_text = if cfg.rules {
+        SCOPED_SCHEMA.as_str()
+    } else {
+        SIM_SCHEMA
+    };
     let schema = Schema::from_toml_str(schema_text).map_err(|e| e.to_string())?;
     let mut seeds = SeededRng::new(seed);
     let mut wrng = SeededRng::new(seeds.next_u64());

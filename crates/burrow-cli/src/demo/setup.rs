@@ -8,7 +8,7 @@ use super::plan;
 use super::progress::Progress;
 use super::report::plural;
 use super::work::count;
-use crate::bench_live::open_files_limit;
+use crate::bench_live::open_files_short_of;
 use crate::bench_scope::{EXAMPLE_RULES, EXAMPLE_SCHEMA};
 use anyhow::{Context, Result, bail};
 use burrow_client::{Client, ClientOptions, RunOptions};
@@ -33,8 +33,8 @@ const FILES_BESIDES: u64 = 128;
 /// Fails with advice when `devices` would run out of file descriptors mid-run.
 fn check_open_files(devices: usize) -> Result<()> {
     let need = devices as u64 * FILES_PER_DEVICE + FILES_BESIDES;
-    match open_files_limit() {
-        Some(limit) if limit < need => bail!(
+    match open_files_short_of(need) {
+        Some(limit) => bail!(
             "{devices} devices need about {need} open files but the limit is {limit}: raise \
              it (`ulimit -n {need}`) or use fewer --devices"
         ),
