@@ -50,32 +50,31 @@ fn seed(test: &str) -> u64 {
     seed
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A `burrow serve` process, killed with SIGKILL when dropped.
 struct Server {
-    child: Option<Child>,
+    child: Option<common::Server>,
     data: PathBuf,
     schema: PathBuf,
     listen: String,
 }
 
 impl Server {
-    fn start(data: &Path, schema: &Path, port: u16) -> Server {
-        let mut s = Server {
-            child: None,
+    /// Starts the server on a port the OS picks (so parallel tests never race for one); later
+    /// restarts reuse that port, as the client keeps its URL.
+    fn start(data: &Path, schema: &Path) -> Server {
+        let (child, url) = common::spawn_server(&[
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--schema".as_ref(),
+            schema.as_os_str(),
+        ]);
+        let listen = url.trim_start_matches("http://").to_string();
+        Server {
+            child: Some(child),
             data: data.to_path_buf(),
             schema: schema.to_path_buf(),
-            listen: format!("127.0.0.1:{port}"),
-        };
-        s.restart();
-        s
+            listen,
+        }
     }
 
     fn url(&self) -> String {
@@ -99,7 +98,7 @@ impl Server {
                 .unwrap();
             loop {
                 if std::net::TcpStream::connect(&self.listen).is_ok() {
-                    self.child = Some(child);
+                    self.child = Some(common::Server(child));
                     return;
                 }
                 if let Some(status) = child.try_wait().unwrap() {
@@ -116,22 +115,13 @@ impl Server {
 
     /// SIGKILL, then reap.
     fn kill(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let mut server = self.child.take().unwrap();
+        server.0.kill().unwrap();
+        server.0.wait().unwrap();
     }
 
     fn db(&self) -> PathBuf {
         self.data.join("burrow-server.db")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
     }
 }
 
@@ -471,7 +461,7 @@ fn client_survives_kill_9() {
     let schema = dir.path().join("schema.toml");
     std::fs::write(&schema, SCHEMA).unwrap();
     let data = dir.path().join("data");
-    let server = Server::start(&data, &schema, free_port());
+    let server = Server::start(&data, &schema);
     let token = token(&data);
     let db = dir.path().join("client.db");
     const ROWS: u64 = 4;
@@ -544,7 +534,7 @@ fn server_survives_kill_9() {
     let schema = dir.path().join("schema.toml");
     std::fs::write(&schema, SCHEMA).unwrap();
     let data = dir.path().join("data");
-    let mut server = Server::start(&data, &schema, free_port());
+    let mut server = Server::start(&data, &schema);
     let token = token(&data);
     let db = dir.path().join("client.db");
     const ROWS: u64 = 3;

@@ -181,11 +181,38 @@ pub fn load_or_create_secret(dir: &Path) -> Result<Vec<u8>, ServerError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let bytes: [u8; 32] = rand::random();
             let text = hex::encode(bytes);
-            write_private(&path, &text).map_err(|e| io(&path, e))?;
-            Ok(text.into_bytes())
+            match publish_private(dir, &path, &text) {
+                Ok(()) => Ok(text.into_bytes()),
+                // Another process (a server starting, `burrow token`) created it first: theirs
+                // is the secret, whole, because it was published only once written.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let s = std::fs::read_to_string(&path).map_err(|e| io(&path, e))?;
+                    Ok(s.trim().as_bytes().to_vec())
+                }
+                Err(e) => Err(io(&path, e)),
+            }
         }
         Err(e) => Err(io(&path, e)),
     }
+}
+
+/// Writes `text` to a private temporary file in `dir`, syncs it, then links it to `path`,
+/// which fails with `AlreadyExists` if `path` exists: a reader never sees a half-written
+/// secret, and of two racing creators exactly one wins.
+fn publish_private(dir: &Path, path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!(
+        ".{SECRET_FILE}.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let linked = write_private(&tmp, text).and_then(|()| std::fs::hard_link(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    linked?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Make the new name durable; not every platform can sync a directory.
+        let _ = d.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -203,7 +230,13 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 
 #[cfg(not(unix))]
 fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
-    std::fs::write(path, text)
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
 }
 
 #[cfg(test)]
@@ -251,6 +284,33 @@ mod tests {
             ..Limits::default()
         };
         assert!(off.check().is_ok());
+    }
+
+    #[test]
+    fn racing_creators_agree_on_one_secret() {
+        for _ in 0..100 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().to_path_buf();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (p, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        load_or_create_secret(&p)
+                    })
+                })
+                .collect();
+            let secrets: Vec<Vec<u8>> = threads
+                .into_iter()
+                .map(|t| t.join().unwrap().unwrap())
+                .collect();
+            assert_eq!(secrets[0].len(), 64);
+            assert!(secrets.iter().all(|s| s == &secrets[0]));
+            assert_eq!(load_or_create_secret(&path).unwrap(), secrets[0]);
+            let left: Vec<_> = std::fs::read_dir(&path).unwrap().collect();
+            assert_eq!(left.len(), 1, "no temporary file left behind");
+        }
     }
 
     #[test]
