@@ -439,7 +439,9 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                         ClientError::Transport(TransportError::Unauthorized { .. }) => {
                             crate::EXIT_AUTH
                         }
-                        ClientError::Transport(TransportError::Network(_))
+                        ClientError::Transport(
+                            TransportError::Network(_) | TransportError::ConnectionLost(_),
+                        )
                         | ClientError::Offline => crate::EXIT_UNAVAILABLE,
                         _ => 1,
                     }));

@@ -6,7 +6,7 @@ use crate::journal::Journal;
 use crate::outbox::{self, UPLOAD_BYTES_MAX, UPLOAD_OPS_MAX};
 use crate::recovery::{self, Recovery};
 use crate::sql_value::sql_to_json;
-use crate::transport::Transport;
+use crate::transport::{Transport, TransportError};
 use burrow_core::conflict::{CONFLICTS_TABLE, ConflictEntry, ConflictStatus, WHOLE_ROW};
 use burrow_core::env::{Clock, SystemClock};
 use burrow_core::{Cursor, Schema, Value};
@@ -194,7 +194,14 @@ pub struct SyncReport {
     /// Ops still in the outbox afterwards (held back by the network policy or the deadline,
     /// or acknowledged and waiting for the cursor).
     pub ops_left: u64,
+    /// Exchanges sent again at once because the connection broke mid-request
+    /// ([`crate::TransportError::ConnectionLost`]); the attempt carried on instead of failing.
+    pub resumed: u64,
 }
+
+/// Connection losses in a row (no exchange answered in between) after which a sync gives up
+/// and the runner backs off: a link that breaks every request is down, not flaky.
+pub const RESUMES_MAX: u32 = 3;
 
 /// An op the server refused, kept for the app to inspect.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -783,6 +790,8 @@ impl Client {
         })?;
         // While a multi-page download is applied, the next page is already requested.
         let mut prefetch: Option<InFlight<'_>> = None;
+        // Connection losses since the last answered exchange.
+        let mut lost_in_a_row = 0;
         loop {
             let prefetched = prefetch.is_some();
             let (batch, in_flight) = match prefetch.take() {
@@ -841,8 +850,21 @@ impl Client {
                         .await;
                     return Err(e.into());
                 }
+                Err(TransportError::ConnectionLost(why))
+                    if lost_in_a_row < RESUMES_MAX
+                        && deadline_ms.is_none_or(|d| self.now_ms() < d) =>
+                {
+                    // Resume: the ops are still in the outbox and the cursor is where the last
+                    // applied page left it, so the loop sends the same exchange again (the
+                    // server deduplicates ops it already applied).
+                    lost_in_a_row += 1;
+                    report.resumed += 1;
+                    tracing::debug!(%why, lost_in_a_row, "connection lost mid-sync; resuming");
+                    continue;
+                }
                 Err(e) => return Err(e.into()),
             };
+            lost_in_a_row = 0;
             fail::fail_point!("client-sync-before-apply", |_| Err(crate::error::injected(
                 "client-sync-before-apply"
             )));

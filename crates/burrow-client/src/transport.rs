@@ -7,9 +7,15 @@ use std::future::Future;
 /// Why a request did not produce a response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    /// The server could not be reached or the connection broke.
+    /// The server could not be reached (refused, unreachable, timed out).
     #[error("network error: {0}")]
     Network(String),
+    /// The connection broke after the request went out (reset, closed mid-response): the
+    /// server may or may not have processed it. Every exchange is idempotent (op ids, cursor),
+    /// so [`crate::Client::sync`] sends it again at once, within the same attempt
+    /// ([`crate::client::RESUMES_MAX`] times in a row at most) rather than backing off.
+    #[error("connection lost: {0}")]
+    ConnectionLost(String),
     /// The server refused the token (HTTP 401).
     #[error("authentication failed ({code}): {message}")]
     Unauthorized {
@@ -47,7 +53,9 @@ impl TransportError {
     /// Whether the same request may succeed later.
     pub fn is_retryable(&self) -> bool {
         match self {
-            TransportError::Network(_) | TransportError::Decode(_) => true,
+            TransportError::Network(_)
+            | TransportError::ConnectionLost(_)
+            | TransportError::Decode(_) => true,
             TransportError::Status { status, .. } => *status >= 500 || *status == 429,
             TransportError::Unauthorized { .. } => false,
         }
@@ -93,6 +101,17 @@ pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
         cause = c.source();
     }
     out
+}
+
+/// A failed request as the sync loop needs to see it: the server could not be reached (or
+/// took too long: sending again at once would wait as long) — `Network`; or the connection
+/// broke once the request was on its way — `ConnectionLost`, which the sync resumes at once.
+fn broken(e: &reqwest::Error) -> TransportError {
+    if e.is_connect() || e.is_timeout() {
+        TransportError::Network(with_causes(e))
+    } else {
+        TransportError::ConnectionLost(with_causes(e))
+    }
 }
 
 /// Largest response the client accepts after decompression.
@@ -163,7 +182,7 @@ impl Transport for HttpTransport {
             .body(body)
             .send()
             .await
-            .map_err(|e| TransportError::Network(with_causes(&e)))?;
+            .map_err(|e| broken(&e))?;
         let status = resp.status();
         let retry_after_ms = resp
             .headers()
@@ -175,10 +194,7 @@ impl Transport for HttpTransport {
                     .map_or(0, |d| d.as_millis() as u64);
                 burrow_core::backoff::parse_retry_after(v, now)
             });
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| TransportError::Network(with_causes(&e)))?;
+        let bytes = resp.bytes().await.map_err(|e| broken(&e))?;
         if !status.is_success() {
             let parsed: serde_json::Value =
                 serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);

@@ -146,7 +146,7 @@ struct Attempt {
 
 fn classify(e: &ClientError) -> String {
     match e {
-        ClientError::Transport(TransportError::Network(m)) => {
+        ClientError::Transport(TransportError::Network(m) | TransportError::ConnectionLost(m)) => {
             let m = m.to_lowercase();
             let what = if m.contains("timed out") || m.contains("timeout") {
                 "timeout"

@@ -164,6 +164,8 @@ pub struct Counters {
     pub subscriptions: u64,
     /// Scoped mode: complete syncs after which I10a compared the device with its grants.
     pub scope_checks: u64,
+    /// Exchanges a sync sent again at once after the connection broke mid-request.
+    pub resumes: u64,
 }
 
 impl Counters {
@@ -201,6 +203,7 @@ impl Counters {
         self.team_moves += o.team_moves;
         self.subscriptions += o.subscriptions;
         self.scope_checks += o.scope_checks;
+        self.resumes += o.resumes;
     }
 
     /// Names of the scoped-mode counters (and of every default one) that stayed at zero.
@@ -250,6 +253,7 @@ impl Counters {
             ("poison_refused", self.poison_refused),
             ("invalid_row_ids", self.invalid_row_ids),
             ("rejected_siblings", self.rejected_siblings),
+            ("resumes", self.resumes),
             ("rejected_retried", self.rejected_retried),
             ("rejected_discarded", self.rejected_discarded),
             ("token_expiries", self.token_expiries),
@@ -586,11 +590,13 @@ impl Net {
         mut req: v1::SyncRequest,
     ) -> Result<(v1::SyncResponse, TrafficStats), TransportError> {
         let link = lock(&self.links).get(c).copied().unwrap_or_default();
-        let lost = |why: &str| Err(TransportError::Network(why.to_string()));
+        // Once the request is on its way, a loss is a broken connection (the client resumes at
+        // once); a partition refuses the connection itself.
+        let lost = |why: &str| Err(TransportError::ConnectionLost(why.to_string()));
         match link.partition {
             Partition::Both => {
                 lock(&self.counters).partition_drops += 1;
-                return lost("partitioned");
+                return Err(TransportError::Network("partitioned".into()));
             }
             Partition::RequestsLost => {
                 lock(&self.counters).requests_lost += 1;

@@ -991,6 +991,7 @@ async fn act_with(
             return match r {
                 Ok(r) => {
                     counters.conflicts += r.conflicts;
+                    counters.resumes += r.resumed;
                     format!(
                         "sync-ok:{}:{}:{}:{}{reaction}{subscribed}",
                         r.ops_acked, r.changes_received, r.cursor, r.ops_rejected

@@ -158,6 +158,10 @@ fn on_event(
 /// A short class of a sync error: `network: reset`, `server 429 rate_limited`, …
 pub fn classify(error: &str) -> String {
     let lower = error.to_lowercase();
+    if lower.starts_with("connection lost") {
+        // The connection broke on each of the sync's resumes.
+        return "connection lost".into();
+    }
     if lower.starts_with("network error") {
         let what = if lower.contains("timed out") || lower.contains("timeout") {
             "timeout"
@@ -279,6 +283,10 @@ mod tests {
         assert_eq!(
             classify("network error: error sending request: connection reset by peer"),
             "network: reset"
+        );
+        assert_eq!(
+            classify("connection lost: error sending request for url (http://x/v1/sync)"),
+            "connection lost"
         );
         assert_eq!(
             classify("server answered 429 (rate_limited): slow down"),

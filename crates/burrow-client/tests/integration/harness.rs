@@ -110,6 +110,9 @@ pub enum Fault {
     /// The server processes the request but the response to the `n`-th request (1-based) is
     /// lost on the way back.
     LoseResponse(usize),
+    /// The connection breaks after the server processed the request, on each of requests
+    /// `from..=to` (1-based): the client sees `ConnectionLost`.
+    DropConnection { from: usize, to: usize },
     /// The first `n` requests go through; then the network is gone.
     OfflineAfter(usize),
     /// Uploads are held back (removed from requests): only downloads go through.
@@ -162,6 +165,9 @@ impl Transport for Faulty {
             Fault::LoseResponse(k) if n == k => {
                 Err(TransportError::Network("response lost".into()))
             }
+            Fault::DropConnection { from, to } if (from..=to).contains(&n) => Err(
+                TransportError::ConnectionLost("connection reset by peer".into()),
+            ),
             _ => Ok(out),
         }
     }

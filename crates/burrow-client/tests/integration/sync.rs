@@ -138,6 +138,76 @@ async fn a_batch_resent_after_a_lost_response_is_applied_once() {
 }
 
 #[tokio::test]
+async fn a_connection_broken_mid_request_is_resumed_within_the_same_sync() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 1); INSERT INTO shipments(id, pieces) VALUES ('s2', 2);")
+        .unwrap();
+    // The server applies the upload twice over, and the client hears nothing either time.
+    let broken = Faulty::new(&env, Fault::DropConnection { from: 1, to: 2 });
+    let r = a
+        .sync(&broken)
+        .await
+        .expect("the sync resumes and completes");
+    assert!(r.complete);
+    assert_eq!(r.resumed, 2);
+    assert_eq!(r.ops_acked, 2, "the third exchange is answered");
+    assert_eq!(broken.requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(a.status().unwrap().pending_ops, 0);
+    for seq in [1, 2] {
+        assert_eq!(
+            env.server
+                .store()
+                .op_effect_count(a.client_id(), seq)
+                .unwrap(),
+            1,
+            "a resumed upload is applied once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_connection_that_breaks_every_request_fails_the_sync_after_a_bounded_number_of_resumes() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 1)")
+        .unwrap();
+    let broken = Faulty::new(
+        &env,
+        Fault::DropConnection {
+            from: 1,
+            to: usize::MAX,
+        },
+    );
+    let e = a
+        .sync(&broken)
+        .await
+        .expect_err("a dead link fails the sync");
+    assert!(
+        matches!(
+            e,
+            burrow_client::Error::Transport(burrow_client::TransportError::ConnectionLost(_))
+        ),
+        "{e}"
+    );
+    assert_eq!(
+        broken.requests.load(std::sync::atomic::Ordering::SeqCst),
+        burrow_client::client::RESUMES_MAX as usize + 1,
+        "the first request and RESUMES_MAX resumes, then the runner's backoff takes over"
+    );
+    assert_eq!(a.status().unwrap().pending_ops, 1, "still queued");
+    let r = env.sync(&a).await;
+    assert_eq!(r.ops_acked, 1);
+    assert_eq!(
+        env.server
+            .store()
+            .op_effect_count(a.client_id(), 1)
+            .unwrap(),
+        1
+    );
+}
+
+#[tokio::test]
 async fn client_killed_between_server_commit_and_local_ack_loses_and_duplicates_nothing() {
     let env = Env::start().await;
     let path = env.db("a");
@@ -521,4 +591,57 @@ async fn a_refused_token_keeps_every_op_and_the_next_valid_one_sends_them() {
     let r = env.sync(&a).await;
     assert_eq!(r.ops_acked, 50);
     assert_eq!(a.status().unwrap().last_error, None);
+}
+
+/// The HTTP transport tells a connection that broke once the request was out (resumed at once)
+/// from a server it cannot reach (the runner backs off), over real sockets.
+#[tokio::test]
+async fn the_http_transport_tells_a_broken_connection_from_an_unreachable_server() {
+    use tokio::io::AsyncReadExt;
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 1)")
+        .unwrap();
+    // A listener that reads each request and hangs up without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut buf = vec![0u8; 1 << 16];
+            let _ = sock.read(&mut buf).await;
+            drop(sock);
+        }
+    });
+    let hangs_up = burrow_client::HttpTransport::new(&format!("http://{addr}"), "t").unwrap();
+    let e = a.sync(&hangs_up).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            burrow_client::Error::Transport(burrow_client::TransportError::ConnectionLost(_))
+        ),
+        "{e}"
+    );
+    assert!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst)
+            > burrow_client::client::RESUMES_MAX as usize,
+        "every resume opened a connection again"
+    );
+    // Nothing listens on a port just released: the connection is refused.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let refused =
+        burrow_client::HttpTransport::new(&format!("http://127.0.0.1:{port}"), "t").unwrap();
+    let e = a.sync(&refused).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            burrow_client::Error::Transport(burrow_client::TransportError::Network(_))
+        ),
+        "{e}"
+    );
+    assert_eq!(a.status().unwrap().pending_ops, 1, "the op stays queued");
 }
