@@ -223,6 +223,7 @@ fn demo_passes_and_reports_json() {
     assert_eq!(report["converged"], true);
     assert_eq!(report["offline_availability"].as_f64(), Some(1.0));
     assert!(report["sync_success_rate"].as_f64().unwrap() > 0.999);
+    assert!(report["sync"]["reconnects"].is_u64(), "{report}");
     assert!(report["writes"]["offline_attempted"].as_u64().unwrap() > 0);
     // The workload must keep exercising conflicts and the reassignment.
     assert!(

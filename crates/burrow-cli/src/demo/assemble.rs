@@ -55,7 +55,8 @@ pub async fn report(world: &World, i: Inputs<'_>) -> Result<Report> {
     let lists: Vec<Vec<attempts::Attempt>> =
         devices.iter().map(|d| d.attempts.attempts()).collect();
     let missed = devices.iter().map(|d| d.attempts.lagged()).sum();
-    let sync = attempts::summarize(&lists, missed);
+    let mut sync = attempts::summarize(&lists, missed);
+    sync.reconnects = devices.iter().map(|d| d.attempts.reconnects()).sum();
     let ops = audit::ops(devices, store)?;
     let roles: HashMap<String, Role> = devices
         .iter()

@@ -40,6 +40,8 @@ struct Inner {
     ops_rejected: u64,
     /// Sync frames sent and received by completed syncs (compressed, without HTTP).
     frame_bytes: u64,
+    /// Exchanges completed syncs sent again at once after the connection broke.
+    reconnects: u64,
 }
 
 impl AttemptLog {
@@ -63,6 +65,12 @@ impl AttemptLog {
     /// Bytes of the sync frames of completed syncs (compressed protobuf, without HTTP).
     pub fn frame_bytes(&self) -> u64 {
         self.with(|i| i.frame_bytes)
+    }
+
+    /// Exchanges this device's completed syncs sent again at once after the connection broke
+    /// mid-request (each would otherwise have failed the attempt).
+    pub fn reconnects(&self) -> u64 {
+        self.with(|i| i.reconnects)
     }
 
     /// Events missed because the reader fell behind (should stay 0).
@@ -137,6 +145,7 @@ fn on_event(
                 i.ops_acked += report.ops_acked;
                 i.ops_rejected += report.ops_rejected;
                 i.frame_bytes += report.bytes_up + report.bytes_down;
+                i.reconnects += report.resumed;
             });
             None
         }
@@ -205,6 +214,9 @@ pub struct SyncSummary {
     pub errors: BTreeMap<String, u64>,
     /// Events the demo missed (its reader fell behind; should be 0).
     pub events_missed: u64,
+    /// Exchanges that completed attempts sent again at once after the connection broke
+    /// mid-request (`SyncReport.resumed`): drops cured inside an attempt.
+    pub reconnects: u64,
 }
 
 /// Sums the attempts of every device (each list in order).

@@ -249,12 +249,14 @@ impl Report {
                 ok: self.sync_success_rate > 0.999,
                 detail: format!(
                     "{} attempts with the link up: {} completed, {} failed and the next completed, \
-                     {} did not; {} more cut by a tunnel (not judged)",
+                     {} did not; {} more cut by a tunnel (not judged); {} dropped connections \
+                     resumed within an attempt",
                     int(s.judged),
                     int(s.completed),
                     int(s.resumed),
                     int(s.not_resumed),
-                    int(s.cut_by_tunnel)
+                    int(s.cut_by_tunnel),
+                    int(s.reconnects)
                 ),
             },
             Check {
