@@ -4,12 +4,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use burrow_core::conflict::{CONFLICTS_TABLE, ConflictStatus};
-use burrow_core::rules::SyncRules;
-use burrow_core::{ClaimSet, Hlc, Op, OpKind, OutcomeKind, Schema, Value, op::FieldValue};
-use burrow_server::store::{
-    IngestOp, IngestRequest, IngestTx, ResolveEnv, ServerStore, SqliteServerStore,
-};
-use std::sync::Arc;
+use burrow_core::{OpKind, OutcomeKind, Value};
+use burrow_server::store::ServerStore;
+
+mod common;
+
+use common::RulesStore;
 
 const SCHEMA: &str = r#"
 version = 1
@@ -45,26 +45,14 @@ when = "auth.role = 'driver' AND route_id IN (SELECT id FROM routes WHERE driver
 "#;
 
 struct World {
-    _dir: tempfile::TempDir,
-    store: SqliteServerStore,
-    env: ResolveEnv,
-    clock: u64,
+    base: RulesStore,
     seq: u64,
 }
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let schema = Schema::from_toml_str(SCHEMA).unwrap();
-        let rules = Arc::new(SyncRules::parse(RULES, &schema).unwrap());
-        let store = SqliteServerStore::open(&dir.path().join("s.db")).unwrap();
-        let mut env = ResolveEnv::new(schema);
-        env.rules = Some(rules);
         World {
-            _dir: dir,
-            store,
-            env,
-            clock: 1_800_000_000_000,
+            base: RulesStore::new(SCHEMA, RULES),
             seq: 0,
         }
     }
@@ -74,49 +62,13 @@ impl World {
         &mut self,
         user: &str,
         role: &str,
-        (table, row, kind, base_seq): (&str, &str, OpKind, u64),
+        op: (&str, &str, OpKind, u64),
         fields: Vec<(&str, Value)>,
     ) -> OutcomeKind {
-        self.clock += 1;
         self.seq += 1;
-        let op = Op {
-            client_seq: self.seq,
-            tx: self.seq,
-            table: table.into(),
-            row_id: row.into(),
-            kind,
-            fields: fields
-                .into_iter()
-                .map(|(c, v)| FieldValue {
-                    column: c.into(),
-                    value: v,
-                })
-                .collect(),
-            hlc: Hlc::from_ms(self.clock),
-            base_seq,
-        };
-        let result = self
-            .store
-            .ingest(IngestRequest {
-                user_id: user.into(),
-                client_id: format!("dev-{user}"),
-                txs: vec![IngestTx {
-                    tx_id: self.seq,
-                    ops: vec![IngestOp {
-                        client_seq: self.seq,
-                        payload_hash: self.seq,
-                        op: Ok(op),
-                    }],
-                    more_parts: false,
-                }],
-                now_ms: self.clock,
-                claims: ClaimSet::new().with("sub", user).with("role", role),
-                clock_offset_ms: 0,
-                env: self.env.clone(),
-            })
+        self.base
+            .write_one((user, role, self.seq), op, fields)
             .await
-            .unwrap();
-        result.outcomes[0].1.clone()
     }
 
     async fn close(&mut self, user: &str, role: &str, conflict: &str) -> OutcomeKind {
@@ -130,7 +82,7 @@ impl World {
     }
 
     async fn status(&self, conflict: &str) -> ConflictStatus {
-        let log = self.store.conflicts(100).await.unwrap();
+        let log = self.base.store.conflicts(100).await.unwrap();
         log.iter().find(|c| c.id == conflict).unwrap().status
     }
 }
@@ -164,7 +116,7 @@ async fn only_an_involved_device_that_may_write_the_column_closes_a_conflict() {
         )
         .await;
     assert!(!matches!(o, OutcomeKind::Rejected { .. }), "{o:?}");
-    let base = w.store.head_seq().await.unwrap();
+    let base = w.base.store.head_seq().await.unwrap();
     // Two concurrent edits of the manual column open a conflict between u0 and boss.
     for (user, role, note) in [
         ("u0", "driver", "u0's note"),
@@ -180,7 +132,7 @@ async fn only_an_involved_device_that_may_write_the_column_closes_a_conflict() {
             .await;
         assert!(!matches!(o, OutcomeKind::Rejected { .. }), "{o:?}");
     }
-    let log = w.store.conflicts(100).await.unwrap();
+    let log = w.base.store.conflicts(100).await.unwrap();
     let open = log
         .iter()
         .find(|c| c.row_id == "s1" && c.status == ConflictStatus::Open)

@@ -5,15 +5,14 @@
 //! permissions is refused with no effect.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use burrow_core::rules::SyncRules;
-use burrow_core::{ClaimSet, Cursor, Hlc, Op, OpKind, OutcomeKind, Schema, Value, op::FieldValue};
-use burrow_server::store::{
-    IngestOp, IngestRequest, IngestTx, PullRequest, ResolveEnv, ScopePosition, ScopeRequest,
-    ServerStore, SqliteServerStore,
-};
+use burrow_core::{ClaimSet, Cursor, OpKind, OutcomeKind, Value};
+use burrow_server::store::{PullRequest, ScopePosition, ScopeRequest, ServerStore};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+
+mod common;
+
+use common::RulesStore;
 
 const SCHEMA: &str = r#"
 version = 1
@@ -139,27 +138,13 @@ struct Device {
 }
 
 struct World {
-    _dir: tempfile::TempDir,
-    store: SqliteServerStore,
-    env: ResolveEnv,
-    rules: Arc<SyncRules>,
-    clock: u64,
+    base: RulesStore,
 }
 
 impl World {
     fn new() -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let schema = Schema::from_toml_str(SCHEMA).unwrap();
-        let rules = Arc::new(SyncRules::parse(RULES, &schema).unwrap());
-        let store = SqliteServerStore::open(&dir.path().join("s.db")).unwrap();
-        let mut env = ResolveEnv::new(schema);
-        env.rules = Some(rules.clone());
         World {
-            _dir: dir,
-            store,
-            env,
-            rules,
-            clock: 1_800_000_000_000,
+            base: RulesStore::new(SCHEMA, RULES),
         }
     }
 
@@ -174,45 +159,9 @@ impl World {
         kind: OpKind,
         fields: Vec<(&str, Value)>,
     ) -> OutcomeKind {
-        self.clock += 1;
-        let op = Op {
-            client_seq: seq,
-            tx: seq,
-            table: table.into(),
-            row_id: row.into(),
-            kind,
-            fields: fields
-                .into_iter()
-                .map(|(c, v)| FieldValue {
-                    column: c.into(),
-                    value: v,
-                })
-                .collect(),
-            hlc: Hlc::from_ms(self.clock),
-            base_seq: 0,
-        };
-        let result = self
-            .store
-            .ingest(IngestRequest {
-                user_id: user.into(),
-                client_id: format!("dev-{user}"),
-                txs: vec![IngestTx {
-                    tx_id: seq,
-                    ops: vec![IngestOp {
-                        client_seq: seq,
-                        payload_hash: seq,
-                        op: Ok(op),
-                    }],
-                    more_parts: false,
-                }],
-                now_ms: self.clock,
-                claims: ClaimSet::new().with("sub", user).with("role", role),
-                clock_offset_ms: 0,
-                env: self.env.clone(),
-            })
+        self.base
+            .write_one((user, role, seq), (table, row, kind, 0), fields)
             .await
-            .unwrap();
-        result.outcomes[0].1.clone()
     }
 
     async fn pull_all(&self, d: &str, dev: &mut Device, page: usize, rows: usize) {
@@ -228,6 +177,7 @@ impl World {
     async fn pull_page(&self, d: &str, dev: &mut Device, page: usize, rows: usize) -> bool {
         {
             let page = self
+                .base
                 .store
                 .pull(PullRequest {
                     cursor: dev.cursor,
@@ -236,11 +186,11 @@ impl World {
                     exclude_replica: None,
                     audience: 0,
                     scope: Some(ScopeRequest {
-                        rules: self.rules.clone(),
-                        schema: self.env.schema.clone(),
+                        rules: self.base.rules.clone(),
+                        schema: self.base.env.schema.clone(),
                         claims: ClaimSet::new().with("sub", d).with("role", "driver"),
                         subscriptions: vec![],
-                        now_ms: self.clock,
+                        now_ms: self.base.clock,
                         written: vec![],
                         position: dev.position,
                     }),
