@@ -733,9 +733,11 @@ pub(crate) fn pull_scoped(
     }
     let mut change = ScopeChange::resume(tx, &pos, &grants, g_hash, cursor.after)?;
     let page_full = |bytes: usize, n: usize| bytes >= req.page_bytes_max || n >= req.page_rows_max;
+    // The sequence at which a phase of the scope change filled the page, if one did.
+    let mut paused_at = None;
     if change.phase == Phase::Evict {
         let lost: Vec<&BucketKey> = change.partial.difference(&grants).collect();
-        match evictions(
+        paused_at = evictions(
             tx,
             &lost,
             &grants,
@@ -744,63 +746,33 @@ pub(crate) fn pull_scoped(
             &page_full,
             &mut bytes,
             &mut changes,
-        )? {
-            Some(last) => {
-                let position = change.position(last, g_hash, &mut remember);
-                return Ok(ScopedPull {
-                    changes,
-                    cursor,
-                    more: true,
-                    position,
-                    remember,
-                    grants,
-                    refused,
-                });
-            }
-            None => change.evicted(&grants, cursor.after),
+        )?;
+        if paused_at.is_none() {
+            change.evicted(&grants, cursor.after);
         }
     }
-    if change.phase == Phase::CatchUp {
-        // Catch up every row of the new buckets, whole: the delta would send rows past the
-        // cursor with only the fields changed since it, and has passed the others.
-        let keys: Vec<&BucketKey> = change.partial.iter().collect();
-        let mut stmts = Vec::with_capacity(keys.len());
-        for _ in &keys {
-            stmts.push(tx.prepare(
-                "SELECT seq, tbl, id, removed, added FROM bucket_rows
-                 WHERE bucket = ?1 AND seq > ?2 AND removed = 0 ORDER BY seq, tbl, id",
-            )?);
-        }
-        let mut streams = Vec::with_capacity(keys.len());
-        for (stmt, key) in stmts.iter_mut().zip(&keys) {
-            streams.push(stmt.query(params![key.0, change.from as i64])?);
-        }
-        let mut merge = Merge::new(streams)?;
-        let mut last = change.from;
-        let mut full = false;
-        while let Some((seq, tbl, id, _, _)) = merge.next()? {
-            if page_full(bytes, changes.len()) {
-                full = true;
-                break;
-            }
-            last = seq;
-            if let Some(c) = read_change(&tbl, &id, 0, None)?.filter(|c| !c.deleted) {
-                bytes += change_size(&c);
-                changes.push(c);
-            }
-        }
-        if full {
-            let position = change.position(last, g_hash, &mut remember);
-            return Ok(ScopedPull {
-                changes,
-                cursor,
-                more: true,
-                position,
-                remember,
-                grants,
-                refused,
-            });
-        }
+    if paused_at.is_none() && change.phase == Phase::CatchUp {
+        paused_at = catch_up(
+            tx,
+            &change,
+            &page_full,
+            &mut bytes,
+            &mut changes,
+            read_change,
+        )?;
+    }
+    if let Some(last) = paused_at {
+        // The client comes back for the rest of this phase before anything else.
+        let position = change.position(last, g_hash, &mut remember);
+        return Ok(ScopedPull {
+            changes,
+            cursor,
+            more: true,
+            position,
+            remember,
+            grants,
+            refused,
+        });
     }
     // The client now holds `grants` up to its cursor: continue with the delta.
     if pos.scope != g_hash {
@@ -913,6 +885,45 @@ fn held_elsewhere(
     Ok(present_buckets(tx, table, row_id)?
         .iter()
         .any(|b| granted.contains(b.0.as_str())))
+}
+
+/// The catch-up phase of a scope change: every row of the buckets it works towards
+/// (`change.partial`) past `change.from`, whole (the delta would send rows past the cursor
+/// with only the fields changed since it, and has passed the others). Returns the sequence
+/// at which the page filled, or `None` when the catch-up is done.
+fn catch_up(
+    tx: &Connection,
+    change: &ScopeChange,
+    page_full: &dyn Fn(usize, usize) -> bool,
+    bytes: &mut usize,
+    out: &mut Vec<RowChange>,
+    read_change: &mut RowReader<'_>,
+) -> Result<Option<u64>, StoreError> {
+    let keys: Vec<&BucketKey> = change.partial.iter().collect();
+    let mut stmts = Vec::with_capacity(keys.len());
+    for _ in &keys {
+        stmts.push(tx.prepare(
+            "SELECT seq, tbl, id, removed, added FROM bucket_rows
+             WHERE bucket = ?1 AND seq > ?2 AND removed = 0 ORDER BY seq, tbl, id",
+        )?);
+    }
+    let mut streams = Vec::with_capacity(keys.len());
+    for (stmt, key) in stmts.iter_mut().zip(&keys) {
+        streams.push(stmt.query(params![key.0, change.from as i64])?);
+    }
+    let mut merge = Merge::new(streams)?;
+    let mut last = change.from;
+    while let Some((seq, tbl, id, _, _)) = merge.next()? {
+        if page_full(*bytes, out.len()) {
+            return Ok(Some(last));
+        }
+        last = seq;
+        if let Some(c) = read_change(&tbl, &id, 0, None)?.filter(|c| !c.deleted) {
+            *bytes += change_size(&c);
+            out.push(c);
+        }
+    }
+    Ok(None)
 }
 
 /// Rows of buckets the client held but lost, unless a bucket it keeps holds them: the rows
