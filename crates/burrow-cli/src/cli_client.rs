@@ -4,8 +4,21 @@ use anyhow::{Context, Result};
 use burrow_client::{Client, Error as ClientError, HttpTransport, TransportError};
 use burrow_core::Schema;
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// The HTTP transport to `server` with `token` (required), trusting the `--ca-cert` bundle
+/// besides the system's roots.
+fn transport(server: &str, token: Option<&str>, ca_cert: Option<&Path>) -> Result<HttpTransport> {
+    let token = token.context("--token (or BURROW_TOKEN) is required to reach the server")?;
+    let Some(path) = ca_cert else {
+        return Ok(HttpTransport::new(server, token)?);
+    };
+    let pem = std::fs::read(path).with_context(|| format!("--ca-cert {}", path.display()))?;
+    let roots = burrow_client::ExtraRoots::from_pem(&pem)
+        .with_context(|| format!("--ca-cert {}", path.display()))?;
+    Ok(HttpTransport::with_extra_roots(server, token, roots)?)
+}
 
 /// Arguments shared by every `client` subcommand.
 #[derive(Debug, Args)]
@@ -19,6 +32,10 @@ pub struct ClientArgs {
     /// Bearer token for the server.
     #[arg(long, global = true, env = "BURROW_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// PEM file of root certificates to trust besides the system's, for an https:// server
+    /// behind a private CA (sync requests and live push alike).
+    #[arg(long, global = true, env = "BURROW_CA_CERT")]
+    ca_cert: Option<PathBuf>,
     #[command(subcommand)]
     command: ClientCommand,
 }
@@ -186,10 +203,12 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
     let client = open(&args)?;
     match &args.command {
         ClientCommand::Run(r) => {
-            return crate::run_cmd::run(client, args.token.as_deref(), r, false);
+            let transport = transport(&r.server, args.token.as_deref(), args.ca_cert.as_deref())?;
+            return crate::run_cmd::run(client, transport, r, false);
         }
         ClientCommand::Watch(r) => {
-            return crate::run_cmd::run(client, args.token.as_deref(), r, true);
+            let transport = transport(&r.server, args.token.as_deref(), args.ca_cert.as_deref())?;
+            return crate::run_cmd::run(client, transport, r, true);
         }
         ClientCommand::Exec {
             sql,
@@ -398,11 +417,7 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                 network,
                 low_battery: *low_battery,
             });
-            let token = args
-                .token
-                .as_deref()
-                .context("--token (or BURROW_TOKEN) is required to sync")?;
-            let transport = HttpTransport::new(server, token)?;
+            let transport = transport(server, args.token.as_deref(), args.ca_cert.as_deref())?;
             let runtime = crate::runtime()?;
             let (result, probe) = match probe_read {
                 Some(sql) => {

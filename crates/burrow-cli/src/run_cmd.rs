@@ -12,7 +12,7 @@ use std::process::ExitCode;
 pub struct RunArgs {
     /// Server base URL, e.g. http://127.0.0.1:4000.
     #[arg(long, env = "BURROW_URL")]
-    server: String,
+    pub server: String,
     /// The network: offline, metered or unmetered.
     #[arg(long, default_value = "unmetered")]
     network: String,
@@ -28,8 +28,12 @@ pub struct RunArgs {
 }
 
 /// Runs the client until Ctrl-C (or `--for-secs`); with `json`, every event as a JSON line.
-pub fn run(client: Client, token: Option<&str>, args: &RunArgs, json: bool) -> Result<ExitCode> {
-    let token = token.context("--token (or BURROW_TOKEN) is required to run")?;
+pub fn run(
+    client: Client,
+    transport: HttpTransport,
+    args: &RunArgs,
+    json: bool,
+) -> Result<ExitCode> {
     let network = Network::parse(&args.network).with_context(|| {
         format!(
             "--network {:?}: expected offline, metered or unmetered",
@@ -40,7 +44,6 @@ pub fn run(client: Client, token: Option<&str>, args: &RunArgs, json: bool) -> R
         network,
         low_battery: args.low_battery,
     });
-    let transport = HttpTransport::new(&args.server, token)?;
     let options = RunOptions {
         poll_interval_ms: args.poll.max(1) * 1_000,
         ..RunOptions::default()

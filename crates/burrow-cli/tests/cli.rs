@@ -176,6 +176,27 @@ fn sync_failures_exit_non_zero_with_a_one_line_reason() {
     .unwrap();
     assert_eq!(st["pending_ops"], 1, "nothing dropped");
     assert!(st["last_error"].as_str().unwrap().contains("network"));
+    // A --ca-cert that holds no certificate is named, before anything is attempted.
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "not a certificate").unwrap();
+    let bad_ca = burrow(&[
+        "client",
+        "--db",
+        db,
+        "--ca-cert",
+        not_pem.to_str().unwrap(),
+        "sync",
+        "--server",
+        "https://127.0.0.1:9",
+        "--token",
+        "x",
+    ]);
+    assert_eq!(bad_ca.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad_ca.stderr);
+    assert!(
+        err.contains("--ca-cert") && err.contains("no CERTIFICATE"),
+        "{err}"
+    );
     let missing = burrow(&[
         "client",
         "--db",

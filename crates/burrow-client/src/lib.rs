@@ -19,6 +19,7 @@ pub mod recovery;
 pub mod runner;
 pub mod sql_value;
 pub mod subscriptions;
+pub mod tls;
 pub mod transport;
 
 pub use client::{
@@ -30,4 +31,5 @@ pub use network::{Network, NetworkPolicy, NetworkState};
 pub use recovery::Recovery;
 pub use runner::{RunOptions, SyncEvent, SyncState, TokenProvider};
 pub use subscriptions::SubscriptionStatus;
-pub use transport::{HttpTransport, TrafficStats, Transport, TransportError};
+pub use tls::ExtraRoots;
+pub use transport::{HttpTransport, LiveEndpoint, TrafficStats, Transport, TransportError};

@@ -56,8 +56,8 @@ pub enum LiveError {
         /// Server's message.
         message: String,
     },
-    /// Live push cannot work with this base URL in this build (e.g. `https`: no TLS support
-    /// yet). Reconnecting will not help; poll instead.
+    /// Live push cannot work with this base URL or configuration (not http(s), an unusable
+    /// TLS configuration). Reconnecting will not help; poll instead.
     #[error("live push unsupported: {0}")]
     Unsupported(String),
     /// The server sent something that is not a poke. The connection should be dropped.
@@ -75,24 +75,23 @@ impl LiveError {
     }
 }
 
-/// The WebSocket URL of `{base_url}/v1/live`.
+/// The WebSocket URL of `{base_url}/v1/live` (`http` → `ws`, `https` → `wss`).
 fn live_url(base_url: &str) -> Result<String, LiveError> {
     let base = base_url.trim_end_matches('/');
-    let rest = if let Some(rest) = base.strip_prefix("http://") {
-        rest
+    let (scheme, rest) = if let Some(rest) = base.strip_prefix("http://") {
+        ("ws", rest)
     } else if let Some(rest) = base.strip_prefix("ws://") {
-        rest
-    } else if base.starts_with("https://") || base.starts_with("wss://") {
-        // TODO: enable a TLS feature of tokio-tungstenite (rustls, like reqwest) for wss://.
-        return Err(LiveError::Unsupported(format!(
-            "{base_url}: wss:// needs TLS, which this build's live push does not support yet"
-        )));
+        ("ws", rest)
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        ("wss", rest)
+    } else if let Some(rest) = base.strip_prefix("wss://") {
+        ("wss", rest)
     } else {
         return Err(LiveError::Unsupported(format!(
             "{base_url}: expected an http:// or https:// base URL"
         )));
     };
-    Ok(format!("ws://{rest}/v1/live"))
+    Ok(format!("{scheme}://{rest}/v1/live"))
 }
 
 /// The `{"code", "message"}` of a JSON error body, when there is one.
@@ -175,10 +174,32 @@ impl std::fmt::Debug for LiveSubscriber {
 }
 
 impl LiveSubscriber {
-    /// Connects to `{base_url}/v1/live` (http→ws; https→wss is not supported yet and fails
-    /// with [`LiveError::Unsupported`]) with the bearer token.
+    /// Connects to `{base_url}/v1/live` (http→ws, https→wss verified against the system's
+    /// roots) with the bearer token.
     pub async fn connect(base_url: &str, token: &str) -> Result<LiveSubscriber, LiveError> {
+        Self::connect_to(&crate::transport::LiveEndpoint {
+            base_url: base_url.to_string(),
+            token: token.to_string(),
+            roots: crate::tls::ExtraRoots::default(),
+        })
+        .await
+    }
+
+    /// Connects to the live push of `endpoint` (what [`crate::Transport::live_endpoint`]
+    /// gives: for `wss://`, the transport's extra roots are trusted too).
+    pub async fn connect_to(
+        endpoint: &crate::transport::LiveEndpoint,
+    ) -> Result<LiveSubscriber, LiveError> {
+        let (base_url, token) = (endpoint.base_url.as_str(), endpoint.token.as_str());
         let url = live_url(base_url)?;
+        let connector = if url.starts_with("wss://") {
+            let config = endpoint.roots.client_config().map_err(|e| {
+                LiveError::Unsupported(format!("{base_url}: TLS configuration: {e}"))
+            })?;
+            Some(tokio_tungstenite::Connector::Rustls(config))
+        } else {
+            None
+        };
         let mut request = url
             .as_str()
             .into_client_request()
@@ -195,7 +216,12 @@ impl LiveSubscriber {
             .write_buffer_size(0)
             .max_message_size(Some(SERVER_MESSAGE_BYTES_MAX))
             .max_frame_size(Some(SERVER_MESSAGE_BYTES_MAX));
-        let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(config),
+            true,
+            connector,
+        );
         let (ws, _response) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| {
@@ -285,10 +311,8 @@ mod tests {
             "ws://127.0.0.1:4000/v1/live"
         );
         assert_eq!(live_url("http://h/base").unwrap(), "ws://h/base/v1/live");
-        assert!(matches!(
-            live_url("https://h"),
-            Err(LiveError::Unsupported(m)) if m.contains("TLS")
-        ));
+        assert_eq!(live_url("https://h/").unwrap(), "wss://h/v1/live");
+        assert_eq!(live_url("wss://h:8443").unwrap(), "wss://h:8443/v1/live");
         assert!(matches!(
             live_url("ftp://h"),
             Err(LiveError::Unsupported(_))

@@ -149,11 +149,11 @@ impl Live {
         if !self.backoff.ready(now) {
             return;
         }
-        let Some((url, token)) = transport.live_endpoint() else {
+        let Some(endpoint) = transport.live_endpoint() else {
             self.disabled = true;
             return;
         };
-        match crate::live::LiveSubscriber::connect(&url, &token).await {
+        match crate::live::LiveSubscriber::connect_to(&endpoint).await {
             Ok(sub) => {
                 self.sub = Some(sub);
                 self.backoff.succeeded();

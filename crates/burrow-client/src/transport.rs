@@ -39,6 +39,10 @@ pub enum TransportError {
     /// The response body could not be decoded.
     #[error("undecodable response: {0}")]
     Decode(String),
+    /// The transport cannot be set up as asked (an unreadable root certificate, a TLS stack
+    /// that refuses its configuration): fix the configuration; retrying will not help.
+    #[error("invalid transport configuration: {0}")]
+    InvalidConfig(String),
 }
 
 impl TransportError {
@@ -57,7 +61,7 @@ impl TransportError {
             | TransportError::ConnectionLost(_)
             | TransportError::Decode(_) => true,
             TransportError::Status { status, .. } => *status >= 500 || *status == 429,
-            TransportError::Unauthorized { .. } => false,
+            TransportError::Unauthorized { .. } | TransportError::InvalidConfig(_) => false,
         }
     }
 }
@@ -74,11 +78,23 @@ pub trait Transport: Send + Sync {
     /// without credentials ignore it.
     fn set_token(&self, _token: &str) {}
 
-    /// Where live push is served (`(base_url, token)` for [`crate::live::LiveSubscriber`]);
-    /// `None` when this transport has none (the runner then polls).
-    fn live_endpoint(&self) -> Option<(String, String)> {
+    /// Where live push is served (for [`crate::live::LiveSubscriber::connect_to`]); `None`
+    /// when this transport has none (the runner then polls).
+    fn live_endpoint(&self) -> Option<LiveEndpoint> {
         None
     }
+}
+
+/// Where and how to open the live-push WebSocket: the server's base URL (`http://` → `ws://`,
+/// `https://` → `wss://`), the bearer token and the roots TLS trusts.
+#[derive(Debug, Clone)]
+pub struct LiveEndpoint {
+    /// The server's base URL.
+    pub base_url: String,
+    /// The bearer token.
+    pub token: String,
+    /// Roots trusted besides the system's (for `wss://`).
+    pub roots: crate::tls::ExtraRoots,
 }
 
 /// Bytes moved by one exchange (compressed, as on the wire, excluding HTTP headers).
@@ -124,20 +140,40 @@ pub struct HttpTransport {
     http: reqwest::Client,
     base_url: String,
     token: std::sync::Arc<std::sync::RwLock<String>>,
+    roots: crate::tls::ExtraRoots,
 }
 
 impl HttpTransport {
-    /// A transport to `base_url` (e.g. `http://127.0.0.1:4000`) authenticating with `token`.
+    /// A transport to `base_url` (e.g. `http://127.0.0.1:4000`, or `https://…` verified
+    /// against the system's roots) authenticating with `token`.
     pub fn new(base_url: &str, token: &str) -> Result<Self, TransportError> {
+        Self::with_extra_roots(base_url, token, crate::tls::ExtraRoots::default())
+    }
+
+    /// [`HttpTransport::new`] trusting `roots` besides the system's roots, for sync requests
+    /// and live push alike (a server behind a private CA).
+    pub fn with_extra_roots(
+        base_url: &str,
+        token: &str,
+        roots: crate::tls::ExtraRoots,
+    ) -> Result<Self, TransportError> {
+        let extra = roots
+            .ders()
+            .iter()
+            .map(|der| reqwest::Certificate::from_der(der))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| TransportError::InvalidConfig(with_causes(&e)))?;
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .timeout(std::time::Duration::from_secs(120))
+            .tls_certs_merge(extra)
             .build()
-            .map_err(|e| TransportError::Network(e.to_string()))?;
+            .map_err(|e| TransportError::InvalidConfig(with_causes(&e)))?;
         Ok(HttpTransport {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             token: std::sync::Arc::new(std::sync::RwLock::new(token.to_string())),
+            roots,
         })
     }
 
@@ -164,8 +200,12 @@ impl Transport for HttpTransport {
         HttpTransport::set_token(self, token);
     }
 
-    fn live_endpoint(&self) -> Option<(String, String)> {
-        Some((self.base_url.clone(), self.token()))
+    fn live_endpoint(&self) -> Option<LiveEndpoint> {
+        Some(LiveEndpoint {
+            base_url: self.base_url.clone(),
+            token: self.token(),
+            roots: self.roots.clone(),
+        })
     }
 
     async fn sync(

@@ -294,7 +294,7 @@ async fn server_shutdown_ends_the_subscription() {
 }
 
 #[tokio::test]
-async fn an_unreachable_server_is_unavailable_and_https_unsupported() {
+async fn an_unreachable_server_is_unavailable_and_a_foreign_scheme_unsupported() {
     // A port nobody listens on (bound then released).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -306,7 +306,7 @@ async fn an_unreachable_server_is_unavailable_and_https_unsupported() {
         .unwrap_err();
     assert!(matches!(err, LiveError::Unavailable(_)), "{err:?}");
     assert!(err.is_retryable());
-    let err = LiveSubscriber::connect("https://example.invalid", "t")
+    let err = LiveSubscriber::connect("ftp://example.invalid", "t")
         .await
         .unwrap_err();
     assert!(matches!(err, LiveError::Unsupported(_)), "{err:?}");

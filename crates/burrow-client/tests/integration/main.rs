@@ -15,3 +15,4 @@ mod quarantine;
 mod runner;
 mod selective;
 mod sync;
+mod tls;

@@ -258,12 +258,12 @@ async fn live_pokes_reach_only_the_users_whose_scope_the_commit_touches() {
     let (ann_t, bob_t) = (env.driver("ann"), env.driver("bob"));
     ann.sync(&ann_t).await.unwrap();
     bob.sync(&bob_t).await.unwrap();
-    let (url, ann_token) = burrow_client::Transport::live_endpoint(&ann_t).unwrap();
-    let (_, bob_token) = burrow_client::Transport::live_endpoint(&bob_t).unwrap();
-    let mut ann_live = burrow_client::live::LiveSubscriber::connect(&url, &ann_token)
+    let ann_end = burrow_client::Transport::live_endpoint(&ann_t).unwrap();
+    let bob_end = burrow_client::Transport::live_endpoint(&bob_t).unwrap();
+    let mut ann_live = burrow_client::live::LiveSubscriber::connect_to(&ann_end)
         .await
         .unwrap();
-    let mut bob_live = burrow_client::live::LiveSubscriber::connect(&url, &bob_token)
+    let mut bob_live = burrow_client::live::LiveSubscriber::connect_to(&bob_end)
         .await
         .unwrap();
     let head = ann_live.next_head().await.unwrap().unwrap();
