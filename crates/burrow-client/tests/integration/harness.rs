@@ -73,6 +73,19 @@ impl Env {
         Client::open(self.db(name), &schema()).unwrap()
     }
 
+    /// Asserts that each of `seqs` (client sequences of `c`'s ops) took effect on the server
+    /// exactly once.
+    pub fn assert_applied_once(&self, c: &Client, seqs: &[u64]) {
+        for &seq in seqs {
+            let n = self
+                .server
+                .store()
+                .op_effect_count(c.client_id(), seq)
+                .unwrap();
+            assert_eq!(n, 1, "op {seq} took effect {n} times");
+        }
+    }
+
     pub fn transport(&self, user: &str) -> HttpTransport {
         HttpTransport::new(&self.server.url(), &self.token(user)).unwrap()
     }
@@ -102,6 +115,24 @@ pub fn rows(c: &Client, sql: &str) -> Vec<serde_json::Value> {
         .into_iter()
         .map(serde_json::Value::Object)
         .collect()
+}
+
+/// Waits (at most 10 s) for a runner event matching `pred`, and returns it.
+pub async fn until(
+    events: &mut tokio::sync::broadcast::Receiver<burrow_client::SyncEvent>,
+    pred: impl Fn(&burrow_client::SyncEvent) -> bool,
+) -> burrow_client::SyncEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(e) if pred(&e) => return e,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("event stream ended: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("event within 10 s")
 }
 
 /// What a [`Faulty`] transport does to the exchanges passing through it.

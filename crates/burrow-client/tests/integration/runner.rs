@@ -31,24 +31,6 @@ fn spawn_runner(
     (stop_tx, handle)
 }
 
-/// Waits (at most 10 s) for an event matching `pred`.
-async fn until(
-    events: &mut tokio::sync::broadcast::Receiver<SyncEvent>,
-    pred: impl Fn(&SyncEvent) -> bool,
-) -> SyncEvent {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.recv().await {
-                Ok(e) if pred(&e) => return e,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("event stream ended: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("event within 10 s")
-}
-
 fn fast() -> RunOptions {
     RunOptions {
         poll_interval_ms: 60_000,

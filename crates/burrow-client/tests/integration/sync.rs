@@ -125,15 +125,7 @@ async fn a_batch_resent_after_a_lost_response_is_applied_once() {
         head_after_first,
         "no new changes"
     );
-    for seq in [1, 2] {
-        assert_eq!(
-            env.server
-                .store()
-                .op_effect_count(a.client_id(), seq)
-                .unwrap(),
-            1
-        );
-    }
+    env.assert_applied_once(&a, &[1, 2]);
     assert_eq!(a.status().unwrap().pending_ops, 0);
 }
 
@@ -154,16 +146,7 @@ async fn a_connection_broken_mid_request_is_resumed_within_the_same_sync() {
     assert_eq!(r.ops_acked, 2, "the third exchange is answered");
     assert_eq!(broken.requests.load(std::sync::atomic::Ordering::SeqCst), 3);
     assert_eq!(a.status().unwrap().pending_ops, 0);
-    for seq in [1, 2] {
-        assert_eq!(
-            env.server
-                .store()
-                .op_effect_count(a.client_id(), seq)
-                .unwrap(),
-            1,
-            "a resumed upload is applied once"
-        );
-    }
+    env.assert_applied_once(&a, &[1, 2]);
 }
 
 #[tokio::test]
@@ -198,13 +181,7 @@ async fn a_connection_that_breaks_every_request_fails_the_sync_after_a_bounded_n
     assert_eq!(a.status().unwrap().pending_ops, 1, "still queued");
     let r = env.sync(&a).await;
     assert_eq!(r.ops_acked, 1);
-    assert_eq!(
-        env.server
-            .store()
-            .op_effect_count(a.client_id(), 1)
-            .unwrap(),
-        1
-    );
+    env.assert_applied_once(&a, &[1]);
 }
 
 #[tokio::test]
@@ -339,15 +316,7 @@ async fn a_lost_response_to_the_last_part_still_acknowledges_every_part() {
         "the resent last part answers for all parts"
     );
     assert_eq!(a.status().unwrap().pending_ops, 0);
-    for seq in [1, 150, 250] {
-        assert_eq!(
-            env.server
-                .store()
-                .op_effect_count(a.client_id(), seq)
-                .unwrap(),
-            1
-        );
-    }
+    env.assert_applied_once(&a, &[1, 150, 250]);
 }
 
 #[tokio::test]

@@ -50,24 +50,6 @@ async fn tls_terminator(upstream: String) -> String {
     format!("https://127.0.0.1:{port}")
 }
 
-/// Waits (at most 10 s) for an event matching `pred`.
-async fn until(
-    events: &mut tokio::sync::broadcast::Receiver<SyncEvent>,
-    pred: impl Fn(&SyncEvent) -> bool,
-) {
-    tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match events.recv().await {
-                Ok(e) if pred(&e) => return,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(e) => panic!("event stream ended: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("event within 10 s")
-}
-
 async fn https_env() -> (Env, String) {
     let env = Env::start().await;
     let upstream = env.server.url().trim_start_matches("http://").to_string();
