@@ -117,6 +117,27 @@ pub fn rows(c: &Client, sql: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Runs `client` in the background until the returned sender is dropped or fired.
+pub fn spawn_runner(
+    client: std::sync::Arc<Client>,
+    transport: HttpTransport,
+    options: burrow_client::RunOptions,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        client
+            .run(&transport, &options, async {
+                let _ = stop_rx.await;
+            })
+            .await
+            .unwrap();
+    });
+    (stop_tx, handle)
+}
+
 /// Waits (at most 10 s) for a runner event matching `pred`, and returns it.
 pub async fn until(
     events: &mut tokio::sync::broadcast::Receiver<burrow_client::SyncEvent>,

@@ -10,27 +10,6 @@ use burrow_server::store::ServerStore;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Runs `client` in the background until the returned sender is dropped or fired.
-fn spawn_runner(
-    client: Arc<Client>,
-    transport: HttpTransport,
-    options: RunOptions,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(async move {
-        client
-            .run(&transport, &options, async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
-    });
-    (stop_tx, handle)
-}
-
 fn fast() -> RunOptions {
     RunOptions {
         poll_interval_ms: 60_000,

@@ -82,22 +82,12 @@ async fn an_https_server_behind_a_private_ca_syncs_and_pushes_live() {
     // A running device on the https URL is poked and pulls at once (its poll is a minute).
     let b = Arc::new(env.client("b"));
     let mut events = b.events();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let runner = {
-        let (b, transport) = (b.clone(), tls_for("bob"));
-        tokio::spawn(async move {
-            let options = RunOptions {
-                poll_interval_ms: 60_000,
-                live: true,
-                ..RunOptions::default()
-            };
-            b.run(&transport, &options, async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
-        })
+    let options = RunOptions {
+        poll_interval_ms: 60_000,
+        live: true,
+        ..RunOptions::default()
     };
+    let (stop_tx, runner) = spawn_runner(b.clone(), tls_for("bob"), options);
     // The first sync, then the subscription's first poke (the current head).
     until(&mut events, |e| matches!(e, SyncEvent::Synced { .. })).await;
     until(&mut events, |e| matches!(e, SyncEvent::Poked { .. })).await;
