@@ -128,13 +128,9 @@ async fn seed(drivers: &[(String, usize)], day: &str) -> Result<Seeded> {
                                 table: table.to_string(),
                                 row_id: id.clone(),
                                 kind: OpKind::Insert,
-                                fields: fields
-                                    .iter()
-                                    .map(|(c, v)| FieldValue {
-                                        column: c.to_string(),
-                                        value: v.clone(),
-                                    })
-                                    .collect(),
+                                fields: FieldValue::list(
+                                    fields.iter().map(|(c, v)| (*c, v.clone())),
+                                ),
                                 hlc: Hlc::from_ms(now_ms()),
                                 base_seq: 0,
                             }),

@@ -112,10 +112,7 @@ pub(crate) async fn store_seeded_fixture(rows: u64) -> Result<Fixture> {
                         column: "status".into(),
                         value: Value::Text("loaded".into()),
                     }];
-                    fields.extend(shipment_fields(i).map(|(c, v)| FieldValue {
-                        column: c.into(),
-                        value: v,
-                    }));
+                    fields.extend(FieldValue::list(shipment_fields(i)));
                     IngestOp {
                         client_seq: seq,
                         payload_hash: seq,

@@ -51,65 +51,47 @@ impl Client {
             let mut edit = data;
             let mut new_seq = 0;
             for (old_seq, tname, row_id, kind, old_data) in group {
-                if tname == CONFLICTS_TABLE {
-                    // A refused closing of a conflict: close it again.
-                    let data = take_edit(old_seq as u64 == seq, &mut edit, old_data);
-                    crate::outbox::decode_fields(schema, tname.clone(), data.clone())
-                        .map_err(|why| Error::Invalid(format!("rejected op {old_seq}: {why}")))?;
-                    let conflicted: Option<String> = tx
-                        .query_row(
-                            "SELECT tbl FROM _burrow_conflicts WHERE id = ?1",
-                            [&row_id],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    let priority = conflicted
-                        .and_then(|t| schema.table(&t).map(|t| t.priority))
-                        .unwrap_or(burrow_core::Priority::Normal);
-                    let appended = crate::outbox::append_op(
-                        tx,
-                        &tname,
-                        &row_id,
-                        kind,
-                        data.as_deref(),
-                        priority,
-                        self.now_ms(),
-                    )?;
-                    if old_seq as u64 == seq {
-                        new_seq = appended;
-                    }
-                    tx.execute("DELETE FROM _burrow_rejected WHERE seq = ?1", [old_seq])?;
-                    self.mark_closed(tx, &row_id, data.as_deref())?;
-                    continue;
-                }
-                let table = schema.table(&tname).ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "rejected op {old_seq}: table {tname} is not in the schema"
-                    ))
-                })?;
+                let is_retried = old_seq as u64 == seq;
+                // A refused closing of a conflict is closed again; any other op shows again.
+                let table = if tname == CONFLICTS_TABLE {
+                    None
+                } else {
+                    Some(schema.table(&tname).ok_or_else(|| {
+                        Error::Invalid(format!(
+                            "rejected op {old_seq}: table {tname} is not in the schema"
+                        ))
+                    })?)
+                };
                 let is_delete = kind == OpKind::Delete.code();
-                if old_seq as u64 == seq && is_delete && edit.is_some() {
+                if table.is_some() && is_retried && is_delete && edit.is_some() {
                     return Err(Error::Invalid(format!(
                         "rejected op {seq} is a delete: it carries no values to edit"
                     )));
                 }
-                let data = take_edit(old_seq as u64 == seq, &mut edit, old_data);
+                let data = take_edit(is_retried, &mut edit, old_data);
                 let fields = crate::outbox::decode_fields(schema, tname.clone(), data.clone())
                     .map_err(|why| Error::Invalid(format!("rejected op {old_seq}: {why}")))?;
+                let priority = match table {
+                    Some(t) => t.priority,
+                    None => conflicted_priority(tx, schema, &row_id)?,
+                };
                 let appended = crate::outbox::append_op(
                     tx,
                     &tname,
                     &row_id,
                     kind,
                     data.as_deref(),
-                    table.priority,
+                    priority,
                     self.now_ms(),
                 )?;
-                if old_seq as u64 == seq {
+                if is_retried {
                     new_seq = appended;
                 }
                 tx.execute("DELETE FROM _burrow_rejected WHERE seq = ?1", [old_seq])?;
-                show_again(tx, table, &row_id, is_delete, &fields)?;
+                match table {
+                    Some(t) => show_again(tx, t, &row_id, is_delete, &fields)?,
+                    None => self.mark_closed(tx, &row_id, data.as_deref())?,
+                }
             }
             Ok(new_seq)
         })
@@ -125,6 +107,25 @@ impl Client {
             Ok(())
         })
     }
+}
+
+/// The upload lane of a conflict's closing: its conflicted table's (normal when the record is
+/// gone or its table unknown).
+fn conflicted_priority(
+    tx: &rusqlite::Transaction<'_>,
+    schema: &burrow_core::Schema,
+    conflict_id: &str,
+) -> Result<burrow_core::Priority> {
+    let conflicted: Option<String> = tx
+        .query_row(
+            "SELECT tbl FROM _burrow_conflicts WHERE id = ?1",
+            [conflict_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(conflicted
+        .and_then(|t| schema.table(&t).map(|t| t.priority))
+        .unwrap_or(burrow_core::Priority::Normal))
 }
 
 /// The data a re-queued op carries: the app's edit for the retried op itself (taken from

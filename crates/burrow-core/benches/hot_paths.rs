@@ -118,13 +118,7 @@ fn update(fields: Vec<(&str, Value)>, hlc: Hlc, base_seq: u64) -> Op {
         table: "shipments".into(),
         row_id: "0197a3c2-7d1e-7b40-9c2f-000000000123".into(),
         kind: OpKind::Update,
-        fields: fields
-            .into_iter()
-            .map(|(c, value)| FieldValue {
-                column: c.into(),
-                value,
-            })
-            .collect(),
+        fields: FieldValue::list(fields),
         hlc,
         base_seq,
     }

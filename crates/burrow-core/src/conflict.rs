@@ -114,7 +114,7 @@ impl ConflictEntry {
         let json = |v: &serde_json::Value| Value::Json(v.to_string());
         let opt = |v: &Option<serde_json::Value>| v.as_ref().map_or(Value::Null, json);
         let versions = serde_json::to_value(&self.versions).unwrap_or_default();
-        [
+        FieldValue::list([
             ("tbl", Value::Text(self.table.clone())),
             ("row_id", Value::Text(self.row_id.clone())),
             ("col", Value::Text(self.column.clone())),
@@ -128,13 +128,7 @@ impl ConflictEntry {
                 self.resolved_by.clone().map_or(Value::Null, Value::Text),
             ),
             ("at_ms", Value::Integer(self.at_ms as i64)),
-        ]
-        .into_iter()
-        .map(|(c, value)| FieldValue {
-            column: c.into(),
-            value,
-        })
-        .collect()
+        ])
     }
 
     /// The record from the fields of its row; `None` when a field is missing or malformed.

@@ -44,6 +44,20 @@ pub struct FieldValue {
     pub value: Value,
 }
 
+impl FieldValue {
+    /// The fields of `(column, value)` pairs, in order (how ops are written by hand: tests,
+    /// benches, seeding).
+    pub fn list<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Vec<FieldValue> {
+        pairs
+            .into_iter()
+            .map(|(column, value)| FieldValue {
+                column: column.to_string(),
+                value,
+            })
+            .collect()
+    }
+}
+
 /// One captured local change to one row, identified by `(client_id, client_seq)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Op {

@@ -443,13 +443,7 @@ fn build(specs: &[DeviceSpec], skew: bool) -> Built {
                     table: "shipments".into(),
                     row_id: "r1".into(),
                     kind: OpKind::Update,
-                    fields: fields
-                        .into_iter()
-                        .map(|(c, value)| FieldValue {
-                            column: c.into(),
-                            value,
-                        })
-                        .collect(),
+                    fields: FieldValue::list(fields),
                     hlc: frame(true_hlc, offset(d)),
                     base_seq: 1,
                 },
@@ -933,13 +927,7 @@ fn row_op(
             table: "t".into(),
             row_id: "r".into(),
             kind,
-            fields: fields
-                .into_iter()
-                .map(|(c, value)| FieldValue {
-                    column: c.into(),
-                    value,
-                })
-                .collect(),
+            fields: FieldValue::list(fields),
             hlc: Hlc::from_ms(t),
             base_seq,
         },

@@ -165,13 +165,7 @@ mod tests {
             table: table.into(),
             row_id: "r".into(),
             kind: OpKind::Update,
-            fields: fields
-                .into_iter()
-                .map(|(c, value)| FieldValue {
-                    column: c.into(),
-                    value,
-                })
-                .collect(),
+            fields: FieldValue::list(fields),
             hlc: Hlc(1),
             base_seq: 0,
         }

@@ -51,13 +51,7 @@ impl RulesStore {
             table: table.into(),
             row_id: row.into(),
             kind,
-            fields: fields
-                .into_iter()
-                .map(|(c, v)| FieldValue {
-                    column: c.into(),
-                    value: v,
-                })
-                .collect(),
+            fields: FieldValue::list(fields),
             hlc: Hlc::from_ms(self.clock),
             base_seq,
         };
