@@ -570,16 +570,17 @@ async fn open_manual_conflict(env: &PEnv) -> (Device, Device) {
     (a, b)
 }
 
+/// The index of the version of `c` that holds `value`.
+fn version_of(c: &ConflictEntry, value: serde_json::Value) -> usize {
+    c.versions.iter().position(|v| v.value == value).unwrap()
+}
+
 #[tokio::test]
 async fn manual_conflict_is_open_on_both_devices_until_one_picks_a_version() {
     let env = PEnv::start().await;
     let (a, b) = open_manual_conflict(&env).await;
     let c = b.conflict_of("pick");
-    let loser = c
-        .versions
-        .iter()
-        .position(|v| v.value == json!("from-a"))
-        .unwrap();
+    let loser = version_of(&c, json!("from-a"));
     b.at(300);
     let chosen = b.client.resolve(&c.id, Resolution::Pick(loser)).unwrap();
     assert_eq!(chosen, json!("from-a"));
@@ -643,11 +644,7 @@ when = "auth.role = 'driver' AND (label IS NULL OR label != 'sealed')"
     m.sync().await;
     b.sync().await;
     let c = b.conflict_of("pick");
-    let loser = c
-        .versions
-        .iter()
-        .position(|v| v.value == json!("from-a"))
-        .unwrap();
+    let loser = version_of(&c, json!("from-a"));
     b.at(300);
     b.client.resolve(&c.id, Resolution::Pick(loser)).unwrap();
     assert_eq!(b.open_conflicts(), 0, "closed locally at once");
