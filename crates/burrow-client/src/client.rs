@@ -1519,7 +1519,10 @@ impl Client {
 }
 
 /// This device's copy of conflict record `id`, if it holds one.
-fn local_record(tx: &rusqlite::Transaction<'_>, id: &str) -> Result<Option<ConflictEntry>> {
+pub(crate) fn local_record(
+    tx: &rusqlite::Transaction<'_>,
+    id: &str,
+) -> Result<Option<ConflictEntry>> {
     let record: Option<String> = tx
         .query_row(
             "SELECT record FROM _burrow_conflicts WHERE id = ?1",

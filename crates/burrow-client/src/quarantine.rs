@@ -7,7 +7,6 @@ use crate::client::Client;
 use crate::error::{Error, Result};
 use burrow_core::conflict::CONFLICTS_TABLE;
 use burrow_core::{OpKind, Value};
-use rusqlite::OptionalExtension;
 
 impl Client {
     /// Queues a refused op again, as a new op at the end of the outbox, with its original
@@ -116,15 +115,8 @@ fn conflicted_priority(
     schema: &burrow_core::Schema,
     conflict_id: &str,
 ) -> Result<burrow_core::Priority> {
-    let conflicted: Option<String> = tx
-        .query_row(
-            "SELECT tbl FROM _burrow_conflicts WHERE id = ?1",
-            [conflict_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(conflicted
-        .and_then(|t| schema.table(&t).map(|t| t.priority))
+    Ok(crate::client::local_record(tx, conflict_id)?
+        .and_then(|e| schema.table(&e.table).map(|t| t.priority))
         .unwrap_or(burrow_core::Priority::Normal))
 }
 
