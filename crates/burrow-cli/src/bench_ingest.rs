@@ -13,6 +13,7 @@ use crate::demo::DELIVERY_SCHEMA;
 use anyhow::{Context, Result};
 use burrow_client::HttpTransport;
 use burrow_client::transport::Transport;
+use burrow_core::env::{Clock, SystemClock};
 use burrow_core::{ClaimSet, FieldValue, Hlc, Op, OpKind, Schema, Value};
 use burrow_proto::v1;
 use burrow_server::ServerConfig;
@@ -34,13 +35,6 @@ pub struct IngestOptions {
     pub batch: usize,
     /// Repetitions (a fresh server each).
     pub reps: usize,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The `seq`-th scan of device `device`: a one-op local transaction inserting a small row.
@@ -95,7 +89,7 @@ fn wire_request(device: usize, ops: &[Op], schema_version: u32) -> v1::SyncReque
         protocol_version: burrow_proto::PROTOCOL_VERSION,
         schema_version,
         client_id: client_id(device),
-        device_time_ms: now_ms(),
+        device_time_ms: SystemClock.now_ms(),
         upload: ops
             .iter()
             .map(|op| v1::LocalTx {
@@ -117,7 +111,7 @@ async fn http_rep(o: &IngestOptions, schema: &Schema) -> Result<(f64, f64, usize
     config.limits.requests_per_second_per_user = 0.0;
     config.secret = Some(b"bench-ingest".to_vec());
     let server = burrow_server::spawn(config, "127.0.0.1:0").await?;
-    let now = now_ms();
+    let now = SystemClock.now_ms();
     let mut devices = Vec::new();
     for (d, reqs) in workload(o, now).into_iter().enumerate() {
         let token = burrow_server::auth::mint(
@@ -180,7 +174,7 @@ async fn store_rep(o: &IngestOptions, schema: &Schema) -> Result<f64> {
     let dir = tempfile::tempdir()?;
     let store = burrow_server::SqliteServerStore::open(&dir.path().join("server.db"))?;
     let env = ResolveEnv::new(schema.clone());
-    let now = now_ms();
+    let now = SystemClock.now_ms();
     let per_device = workload(o, now);
     // Interleaved as concurrent devices would arrive: round-robin by request.
     let longest = per_device.iter().map(Vec::len).max().unwrap_or(0);

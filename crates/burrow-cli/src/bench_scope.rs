@@ -8,6 +8,7 @@
 use crate::bench::median;
 use anyhow::{Context, Result};
 use burrow_client::{Client, HttpTransport};
+use burrow_core::env::{Clock, SystemClock};
 use burrow_core::rules::SyncRules;
 use burrow_core::{ClaimSet, Hlc, Op, OpKind, Schema, Value, op::FieldValue};
 use burrow_server::ServerConfig;
@@ -44,13 +45,6 @@ struct Seeded {
     schema: Schema,
     rules: Arc<SyncRules>,
     secret: Vec<u8>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn text(s: String) -> Value {
@@ -131,7 +125,7 @@ async fn seed(drivers: &[(String, usize)], day: &str) -> Result<Seeded> {
                                 fields: FieldValue::list(
                                     fields.iter().map(|(c, v)| (*c, v.clone())),
                                 ),
-                                hlc: Hlc::from_ms(now_ms()),
+                                hlc: Hlc::from_ms(SystemClock.now_ms()),
                                 base_seq: 0,
                             }),
                         }
@@ -143,7 +137,7 @@ async fn seed(drivers: &[(String, usize)], day: &str) -> Result<Seeded> {
                     user_id: "office".into(),
                     client_id: "bench-office".into(),
                     txs,
-                    now_ms: now_ms(),
+                    now_ms: SystemClock.now_ms(),
                     claims: ClaimSet::new()
                         .with("sub", "office")
                         .with("role", "dispatcher"),
@@ -175,7 +169,7 @@ impl Seeded {
             &self.secret,
             user,
             extra,
-            now_ms() / 1000,
+            SystemClock.now_ms() / 1000,
             86_400,
         )?)
     }
@@ -205,7 +199,7 @@ pub async fn run(o: &ScopeOptions) -> Result<(serde_json::Value, Vec<(String, St
     for (label, n) in [("large", o.drivers), ("small", small_drivers)] {
         let rules_day = {
             let schema = Schema::from_toml_str(EXAMPLE_SCHEMA)?;
-            SyncRules::parse(EXAMPLE_RULES, &schema)?.today(now_ms())
+            SyncRules::parse(EXAMPLE_RULES, &schema)?.today(SystemClock.now_ms())
         };
         let t = Instant::now();
         let s = seed(&drivers(n, o.rows_per_driver), &rules_day).await?;
@@ -237,7 +231,7 @@ pub async fn run(o: &ScopeOptions) -> Result<(serde_json::Value, Vec<(String, St
     // A driver's day over EDGE.
     let day = {
         let schema = Schema::from_toml_str(EXAMPLE_SCHEMA)?;
-        SyncRules::parse(EXAMPLE_RULES, &schema)?.today(now_ms())
+        SyncRules::parse(EXAMPLE_RULES, &schema)?.today(SystemClock.now_ms())
     };
     let s = seed(
         &[

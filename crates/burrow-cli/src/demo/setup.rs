@@ -14,6 +14,7 @@ use anyhow::{Context, Result, bail};
 use burrow_client::{Client, ClientOptions, RunOptions};
 use burrow_core::Schema;
 use burrow_core::backoff::BackoffConfig;
+use burrow_core::env::{Clock, SystemClock};
 use burrow_core::rules::SyncRules;
 use burrow_proxy::Profile;
 use burrow_server::{RunningServer, ServerConfig};
@@ -90,12 +91,6 @@ pub struct Morning<'a> {
     pub profile: Profile,
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// Starts everything and waits until every device holds its share of the plan.
 pub async fn morning(m: &Morning<'_>, progress: &Progress) -> Result<World> {
     check_open_files(m.devices)?;
@@ -122,7 +117,7 @@ pub async fn morning(m: &Morning<'_>, progress: &Progress) -> Result<World> {
             &secret,
             &member.name,
             member.claims(),
-            now_secs(),
+            SystemClock.now_ms() / 1000,
             TOKEN_TTL_SECS,
         )?;
         let options = ClientOptions {
@@ -139,7 +134,7 @@ pub async fn morning(m: &Morning<'_>, progress: &Progress) -> Result<World> {
         .iter()
         .position(|x| x.role == Role::Manager)
         .context("the fleet has no manager")?;
-    let today = rules.today(now_secs() * 1000);
+    let today = rules.today(SystemClock.now_ms());
     let per_route = plan::shipments_per_route(m.run_secs);
     progress.note(&format!(
         "server {} with the delivery example's schema and sync rules; {} devices, each with its \

@@ -10,6 +10,7 @@ use super::fleet::Role;
 use super::ledger::{Confirmation, Ledger};
 use super::story::{Snapshot, Story, VICTIM_CONFIRMS_BEFORE};
 use burrow_client::Client;
+use burrow_core::env::{Clock, SystemClock};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -70,12 +71,6 @@ impl Ctx {
     fn dice(&self, purpose: u64) -> Dice {
         Dice::new(self.seed, 0x1000 * purpose + self.me as u64)
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The `id` column of a local query's rows.
@@ -168,7 +163,7 @@ fn confirm(ctx: &Ctx, shipment: &str, k: usize, dice: &mut Dice) {
     }
     let size = 2048 + dice.below(4096) as usize;
     let image = dice.bytes(size);
-    let at = now_ms() as i64;
+    let at = SystemClock.now_ms() as i64;
     let photo = me.write(|c| {
         c.write(|tx| {
             tx.execute(
