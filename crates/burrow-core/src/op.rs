@@ -47,6 +47,12 @@ pub struct FieldValue {
 impl FieldValue {
     /// The fields of `(column, value)` pairs, in order (how ops are written by hand: tests,
     /// benches, seeding).
+    ///
+    /// ```
+    /// use burrow_core::{FieldValue, Value};
+    /// let fields = FieldValue::list([("status", Value::Text("delivered".into()))]);
+    /// assert_eq!(fields[0].column, "status");
+    /// ```
     pub fn list<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Vec<FieldValue> {
         pairs
             .into_iter()
