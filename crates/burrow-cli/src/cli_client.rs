@@ -1,7 +1,7 @@
 //! `burrow client …`: a scriptable client over a local database file.
 
 use anyhow::{Context, Result};
-use burrow_client::{Client, Error as ClientError, HttpTransport, TransportError};
+use burrow_client::{Client, FailureKind, HttpTransport};
 use burrow_core::Schema;
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
@@ -450,15 +450,13 @@ pub fn run(args: ClientArgs) -> Result<ExitCode> {
                 }
                 Err(e) => {
                     eprintln!("sync failed: {}", e.to_string().replace('\n', " "));
-                    return Ok(ExitCode::from(match e {
-                        ClientError::Transport(TransportError::Unauthorized { .. }) => {
-                            crate::EXIT_AUTH
-                        }
-                        ClientError::Transport(
-                            TransportError::Network(_) | TransportError::ConnectionLost(_),
-                        )
-                        | ClientError::Offline => crate::EXIT_UNAVAILABLE,
-                        _ => 1,
+                    let kind = e.failure_kind();
+                    return Ok(ExitCode::from(if kind == FailureKind::Unauthorized {
+                        crate::EXIT_AUTH
+                    } else if kind.is_network() {
+                        crate::EXIT_UNAVAILABLE
+                    } else {
+                        1
                     }));
                 }
             }

@@ -93,6 +93,133 @@ impl Error {
     }
 }
 
+/// What kind of failure stopped a sync, so an app (a status badge, a dashboard, the demo's
+/// report) can react without parsing messages. [`Error::failure_kind`] maps every error to one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The app reported no network; nothing was attempted.
+    Offline,
+    /// The server could not be reached (refused, unreachable, DNS, TLS handshake).
+    Unreachable,
+    /// The server did not answer in time.
+    Timeout,
+    /// The connection broke mid-exchange on every resume of the attempt.
+    ConnectionLost,
+    /// The server refused the token (401): a new token is needed.
+    Unauthorized,
+    /// The server asked the client to slow down (429).
+    RateLimited,
+    /// The server failed or is unavailable (5xx).
+    ServerError,
+    /// The server refused the request itself (another 4xx: too large, client id taken, …).
+    Refused,
+    /// The response could not be decoded or broke the protocol.
+    BadResponse,
+    /// The client is misconfigured (an unreadable root certificate, an invalid schema, a
+    /// database opened without one).
+    Configuration,
+    /// Local storage failed (SQLite, the op journal, a damaged file).
+    Storage,
+    /// The app asked for something that cannot be done.
+    Invalid,
+}
+
+impl FailureKind {
+    /// The kind's stable name, as serialized (`connection_lost`, `rate_limited`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Offline => "offline",
+            FailureKind::Unreachable => "unreachable",
+            FailureKind::Timeout => "timeout",
+            FailureKind::ConnectionLost => "connection_lost",
+            FailureKind::Unauthorized => "unauthorized",
+            FailureKind::RateLimited => "rate_limited",
+            FailureKind::ServerError => "server_error",
+            FailureKind::Refused => "refused",
+            FailureKind::BadResponse => "bad_response",
+            FailureKind::Configuration => "configuration",
+            FailureKind::Storage => "storage",
+            FailureKind::Invalid => "invalid",
+        }
+    }
+
+    /// Whether the failure is the network's (the device's link, not the server or the app).
+    pub fn is_network(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Offline
+                | FailureKind::Unreachable
+                | FailureKind::Timeout
+                | FailureKind::ConnectionLost
+        )
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TransportError {
+    /// The kind of failure this is.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            TransportError::Network(_) => FailureKind::Unreachable,
+            TransportError::Timeout(_) => FailureKind::Timeout,
+            TransportError::ConnectionLost(_) => FailureKind::ConnectionLost,
+            TransportError::Unauthorized { .. } => FailureKind::Unauthorized,
+            TransportError::Status { status: 429, .. } => FailureKind::RateLimited,
+            TransportError::Status { status, .. } if *status >= 500 => FailureKind::ServerError,
+            TransportError::Status { .. } => FailureKind::Refused,
+            TransportError::Decode(_) => FailureKind::BadResponse,
+            TransportError::InvalidConfig(_) => FailureKind::Configuration,
+        }
+    }
+
+    /// The HTTP status and the server's stable error code, when the server answered with an
+    /// error.
+    pub fn server_status(&self) -> Option<(u16, &str)> {
+        match self {
+            TransportError::Status { status, code, .. } => Some((*status, code)),
+            TransportError::Unauthorized { code, .. } => Some((401, code)),
+            _ => None,
+        }
+    }
+}
+
+impl Error {
+    /// The kind of failure this is (see [`FailureKind`]).
+    ///
+    /// ```
+    /// use burrow_client::{Error, FailureKind, TransportError};
+    ///
+    /// let busy = Error::Transport(TransportError::Status {
+    ///     status: 429,
+    ///     code: "rate_limited".into(),
+    ///     message: "slow down".into(),
+    ///     retry_after_ms: Some(1_000),
+    /// });
+    /// assert_eq!(busy.failure_kind(), FailureKind::RateLimited);
+    /// assert!(Error::Offline.failure_kind().is_network());
+    /// ```
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            Error::Transport(t) => t.failure_kind(),
+            Error::Offline => FailureKind::Offline,
+            Error::Protocol(_) => FailureKind::BadResponse,
+            Error::Invalid(_) => FailureKind::Invalid,
+            Error::Schema(_) | Error::NotInitialized(_) => FailureKind::Configuration,
+            Error::Sqlite(_)
+            | Error::Corrupt(_)
+            | Error::Journal { .. }
+            | Error::Io { .. }
+            | Error::Unrecoverable { .. } => FailureKind::Storage,
+        }
+    }
+}
+
 /// The error a failpoint injects: an SQLite I/O error, as a failing disk would give.
 #[cfg(feature = "failpoints")]
 pub fn injected(point: &str) -> Error {

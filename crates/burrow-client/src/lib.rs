@@ -26,10 +26,12 @@ pub use client::{
     Client, ClientOptions, ExecReport, InFlightStatus, LostWrite, RejectedOp, Resolution, Status,
     SyncReport,
 };
-pub use error::{Error, Result};
+pub use error::{Error, FailureKind, Result};
 pub use network::{Network, NetworkPolicy, NetworkState};
 pub use recovery::Recovery;
 pub use runner::{RunOptions, SyncEvent, SyncState, TokenProvider};
 pub use subscriptions::SubscriptionStatus;
 pub use tls::ExtraRoots;
-pub use transport::{HttpTransport, LiveEndpoint, TrafficStats, Transport, TransportError};
+pub use transport::{
+    HttpTimeouts, HttpTransport, LiveEndpoint, TrafficStats, Transport, TransportError,
+};

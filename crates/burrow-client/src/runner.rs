@@ -7,7 +7,7 @@
 //! [`crate::Status`] (`state`, `next_retry_at`).
 
 use crate::client::{Client, SyncReport};
-use crate::error::{Error, Result};
+use crate::error::{Error, FailureKind, Result};
 use crate::network::Network;
 use crate::transport::{Transport, TransportError};
 use burrow_core::backoff::{Backoff, BackoffConfig};
@@ -54,6 +54,12 @@ pub enum SyncEvent {
     Failed {
         /// Why, in words.
         error: String,
+        /// What kind of failure, for code that reacts to it (never parse `error`).
+        kind: FailureKind,
+        /// The HTTP status, when the server answered with an error.
+        status: Option<u16>,
+        /// The server's stable error code, when it answered with an error.
+        code: Option<String>,
         /// Whether retrying may help (network, server busy) rather than needing action.
         retryable: bool,
     },
@@ -67,6 +73,23 @@ pub enum SyncEvent {
         /// The server's head sequence.
         head_seq: u64,
     },
+}
+
+impl SyncEvent {
+    /// The event announcing that a sync failed with `e`.
+    pub fn failed(e: &Error) -> SyncEvent {
+        let server = match e {
+            Error::Transport(t) => t.server_status(),
+            _ => None,
+        };
+        SyncEvent::Failed {
+            error: e.to_string(),
+            kind: e.failure_kind(),
+            status: server.map(|(status, _)| status),
+            code: server.map(|(_, code)| code.to_string()),
+            retryable: e.is_retryable(),
+        }
+    }
 }
 
 /// Supplies a fresh token when the server refuses the current one (e.g. from a refresh token
@@ -260,10 +283,7 @@ impl Client {
                 }
                 Err(Error::Offline) => {} // the loop shows `offline` next
                 Err(e @ Error::Transport(TransportError::Unauthorized { .. })) => {
-                    self.emit(SyncEvent::Failed {
-                        error: e.to_string(),
-                        retryable: false,
-                    });
+                    self.emit(SyncEvent::failed(&e));
                     if let Some(token) = options.token_provider.as_ref().and_then(|p| p()) {
                         transport.set_token(&token);
                         continue;
@@ -290,10 +310,7 @@ impl Client {
                         Error::Transport(t) => t.retry_after_ms(),
                         _ => None,
                     };
-                    self.emit(SyncEvent::Failed {
-                        error: e.to_string(),
-                        retryable: e.is_retryable(),
-                    });
+                    self.emit(SyncEvent::failed(&e));
                     // Retries never stop, whatever the error: the queue is kept.
                     backoff.failed(self.now_ms(), retry_after, &options.backoff, &mut rng);
                 }

@@ -7,9 +7,13 @@ use std::future::Future;
 /// Why a request did not produce a response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    /// The server could not be reached (refused, unreachable, timed out).
+    /// The server could not be reached (connection refused, host unreachable, DNS, TLS).
     #[error("network error: {0}")]
     Network(String),
+    /// The server did not answer in time. Not resumed at once: sending again would wait as
+    /// long; the runner backs off instead.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// The connection broke after the request went out (reset, closed mid-response): the
     /// server may or may not have processed it. Every exchange is idempotent (op ids, cursor),
     /// so [`crate::Client::sync`] sends it again at once, within the same attempt
@@ -58,6 +62,7 @@ impl TransportError {
     pub fn is_retryable(&self) -> bool {
         match self {
             TransportError::Network(_)
+            | TransportError::Timeout(_)
             | TransportError::ConnectionLost(_)
             | TransportError::Decode(_) => true,
             TransportError::Status { status, .. } => *status >= 500 || *status == 429,
@@ -119,15 +124,56 @@ pub(crate) fn with_causes(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// A failed request as the sync loop needs to see it: the server could not be reached (or
-/// took too long: sending again at once would wait as long) — `Network`; or the connection
-/// broke once the request was on its way — `ConnectionLost`, which the sync resumes at once.
+/// A failed request as the sync loop needs to see it: the server could not be reached —
+/// `Network`; it took too long (sending again at once would wait as long) — `Timeout`; or the
+/// connection broke once the request was on its way — `ConnectionLost`, which the sync
+/// resumes at once.
 fn broken(e: &reqwest::Error) -> TransportError {
-    if e.is_connect() || e.is_timeout() {
+    if e.is_timeout() {
+        TransportError::Timeout(with_causes(e))
+    } else if e.is_connect() {
         TransportError::Network(with_causes(e))
     } else {
         TransportError::ConnectionLost(with_causes(e))
     }
+}
+
+/// How long an exchange may take before it fails with [`TransportError::Timeout`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpTimeouts {
+    /// Establishing the connection (TCP and TLS). Default 10 s.
+    pub connect: std::time::Duration,
+    /// The whole exchange, connection included. Default 120 s: an initial sync page over
+    /// EDGE takes seconds, not minutes.
+    pub request: std::time::Duration,
+}
+
+impl Default for HttpTimeouts {
+    fn default() -> Self {
+        HttpTimeouts {
+            connect: std::time::Duration::from_secs(10),
+            request: std::time::Duration::from_secs(120),
+        }
+    }
+}
+
+/// The HTTP client of a transport: the system's roots plus `roots`, and `timeouts`.
+fn http_client(
+    roots: &crate::tls::ExtraRoots,
+    timeouts: HttpTimeouts,
+) -> Result<reqwest::Client, TransportError> {
+    let extra = roots
+        .ders()
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TransportError::InvalidConfig(with_causes(&e)))?;
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .timeout(timeouts.request)
+        .tls_certs_merge(extra)
+        .build()
+        .map_err(|e| TransportError::InvalidConfig(with_causes(&e)))
 }
 
 /// Largest response the client accepts after decompression.
@@ -157,23 +203,21 @@ impl HttpTransport {
         token: &str,
         roots: crate::tls::ExtraRoots,
     ) -> Result<Self, TransportError> {
-        let extra = roots
-            .ders()
-            .iter()
-            .map(|der| reqwest::Certificate::from_der(der))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| TransportError::InvalidConfig(with_causes(&e)))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .timeout(std::time::Duration::from_secs(120))
-            .tls_certs_merge(extra)
-            .build()
-            .map_err(|e| TransportError::InvalidConfig(with_causes(&e)))?;
+        let http = http_client(&roots, HttpTimeouts::default())?;
         Ok(HttpTransport {
             http,
             base_url: base_url.trim_end_matches('/').to_string(),
             token: std::sync::Arc::new(std::sync::RwLock::new(token.to_string())),
             roots,
+        })
+    }
+
+    /// The same transport with other time limits (a background task with a short OS window
+    /// wants an exchange to give up early; see [`HttpTimeouts`]).
+    pub fn with_timeouts(self, timeouts: HttpTimeouts) -> Result<Self, TransportError> {
+        Ok(HttpTransport {
+            http: http_client(&self.roots, timeouts)?,
+            ..self
         })
     }
 

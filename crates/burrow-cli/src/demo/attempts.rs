@@ -5,7 +5,7 @@
 //! apart, not in the rate.
 
 use super::link::Link;
-use burrow_client::{SyncEvent, SyncState};
+use burrow_client::{FailureKind, SyncEvent, SyncState};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -149,7 +149,9 @@ fn on_event(
             });
             None
         }
-        SyncEvent::Failed { error, .. } => Some(classify(&error)),
+        SyncEvent::Failed {
+            kind, status, code, ..
+        } => Some(classify(kind, status, code.as_deref())),
         SyncEvent::Written { .. } | SyncEvent::Poked { .. } => return,
     };
     // Back-to-back attempts (no state change in between) start where the last one ended.
@@ -164,33 +166,13 @@ fn on_event(
     *last_end = end;
 }
 
-/// A short class of a sync error: `network: reset`, `server 429 rate_limited`, …
-pub fn classify(error: &str) -> String {
-    let lower = error.to_lowercase();
-    if lower.starts_with("connection lost") {
-        // The connection broke on each of the sync's resumes.
-        return "connection lost".into();
+/// A short class of a failed sync, from the event's typed fields: `connection_lost`,
+/// `timeout`, `server 429 (rate_limited)`, …
+pub fn classify(kind: FailureKind, status: Option<u16>, code: Option<&str>) -> String {
+    match status {
+        Some(status) => format!("server {status} ({})", code.unwrap_or("?")),
+        None => kind.to_string(),
     }
-    if lower.starts_with("network error") {
-        let what = if lower.contains("timed out") || lower.contains("timeout") {
-            "timeout"
-        } else if lower.contains("reset") {
-            "reset"
-        } else if lower.contains("connect") {
-            "connect"
-        } else if lower.contains("closed") || lower.contains("incomplete") || lower.contains("eof")
-        {
-            "closed"
-        } else {
-            "other"
-        };
-        return format!("network: {what}");
-    }
-    if let Some(rest) = error.strip_prefix("server answered ") {
-        let head: String = rest.chars().take_while(|c| *c != ')').collect();
-        return format!("server {head})");
-    }
-    error.chars().take(60).collect()
 }
 
 /// The fleet's sync attempts, summed.
@@ -261,7 +243,7 @@ mod tests {
         Attempt {
             ok,
             link_up,
-            error: (!ok).then(|| "network: reset".to_string()),
+            error: (!ok).then(|| "connection_lost".to_string()),
         }
     }
 
@@ -286,22 +268,38 @@ mod tests {
         assert_eq!(s.resumed, 2);
         assert_eq!(s.not_resumed, 1);
         assert!((s.success_rate - 5.0 / 6.0).abs() < 1e-9);
-        assert_eq!(s.errors["network: reset"], 4);
+        assert_eq!(s.errors["connection_lost"], 4);
         assert_eq!(summarize(&[], 0).success_rate, 1.0);
     }
 
     #[test]
-    fn errors_are_classified() {
+    fn errors_are_classified_from_the_typed_event() {
+        use burrow_client::{Error, TransportError};
+        let class = |e: Error| match SyncEvent::failed(&e) {
+            SyncEvent::Failed {
+                kind, status, code, ..
+            } => classify(kind, status, code.as_deref()),
+            other => panic!("not a failure: {other:?}"),
+        };
         assert_eq!(
-            classify("network error: error sending request: connection reset by peer"),
-            "network: reset"
+            class(Error::Transport(TransportError::ConnectionLost(
+                "connection reset by peer".into()
+            ))),
+            "connection_lost"
         );
         assert_eq!(
-            classify("connection lost: error sending request for url (http://x/v1/sync)"),
-            "connection lost"
+            class(Error::Transport(TransportError::Timeout(
+                "operation timed out".into()
+            ))),
+            "timeout"
         );
         assert_eq!(
-            classify("server answered 429 (rate_limited): slow down"),
+            class(Error::Transport(TransportError::Status {
+                status: 429,
+                code: "rate_limited".into(),
+                message: "slow down".into(),
+                retry_after_ms: Some(1_000),
+            })),
             "server 429 (rate_limited)"
         );
     }

@@ -3,8 +3,8 @@
 
 use crate::harness::*;
 use burrow_client::{
-    Client, HttpTransport, Network, NetworkState, RunOptions, SyncEvent, SyncState, Transport,
-    TransportError,
+    Client, FailureKind, HttpTransport, Network, NetworkState, RunOptions, SyncEvent, SyncState,
+    Transport, TransportError,
 };
 use burrow_server::store::ServerStore;
 use std::sync::Arc;
@@ -82,6 +82,8 @@ async fn an_unreachable_server_means_backing_off_with_a_next_retry_time_and_no_l
                 e,
                 SyncEvent::Failed {
                     retryable: true,
+                    kind: FailureKind::Unreachable,
+                    status: None,
                     ..
                 }
             )
@@ -105,6 +107,21 @@ async fn a_refused_token_waits_in_auth_required_until_a_new_one_then_resumes() {
     let transport = HttpTransport::new(&env.server.url(), &expired).unwrap();
     let mut events = a.events();
     let (stop, handle) = spawn_runner(a.clone(), transport.clone(), fast());
+    let failed = until(&mut events, |e| matches!(e, SyncEvent::Failed { .. })).await;
+    // The event says what happened in typed fields: no app parses the message.
+    assert!(
+        matches!(
+            &failed,
+            SyncEvent::Failed {
+                kind: FailureKind::Unauthorized,
+                status: Some(401),
+                code: Some(code),
+                retryable: false,
+                ..
+            } if code == "token_expired"
+        ),
+        "{failed:?}"
+    );
     until(&mut events, |e| {
         matches!(
             e,

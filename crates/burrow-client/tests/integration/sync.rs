@@ -612,5 +612,47 @@ async fn the_http_transport_tells_a_broken_connection_from_an_unreachable_server
         ),
         "{e}"
     );
+    assert_eq!(e.failure_kind(), burrow_client::FailureKind::Unreachable);
+    assert_eq!(a.status().unwrap().pending_ops, 1, "the op stays queued");
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_times_out_within_the_configured_limit() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    insert_routes(&a, 1);
+    // Accepts, reads the request, and stays silent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = listener.accept().await {
+            held.push(sock);
+        }
+    });
+    let silent = burrow_client::HttpTransport::new(&format!("http://{addr}"), "t")
+        .unwrap()
+        .with_timeouts(burrow_client::HttpTimeouts {
+            connect: std::time::Duration::from_secs(5),
+            request: std::time::Duration::from_millis(300),
+        })
+        .unwrap();
+    let started = std::time::Instant::now();
+    let e = a.sync(&silent).await.unwrap_err();
+    assert!(
+        matches!(
+            e,
+            burrow_client::Error::Transport(burrow_client::TransportError::Timeout(_))
+        ),
+        "{e}"
+    );
+    assert_eq!(e.failure_kind(), burrow_client::FailureKind::Timeout);
+    assert!(e.is_retryable());
+    // Not resumed at once: one timed-out exchange ends the attempt.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(a.status().unwrap().pending_ops, 1, "the op stays queued");
 }
