@@ -162,33 +162,6 @@ impl std::fmt::Display for FailureKind {
     }
 }
 
-impl TransportError {
-    /// The kind of failure this is.
-    pub fn failure_kind(&self) -> FailureKind {
-        match self {
-            TransportError::Network(_) => FailureKind::Unreachable,
-            TransportError::Timeout(_) => FailureKind::Timeout,
-            TransportError::ConnectionLost(_) => FailureKind::ConnectionLost,
-            TransportError::Unauthorized { .. } => FailureKind::Unauthorized,
-            TransportError::Status { status: 429, .. } => FailureKind::RateLimited,
-            TransportError::Status { status, .. } if *status >= 500 => FailureKind::ServerError,
-            TransportError::Status { .. } => FailureKind::Refused,
-            TransportError::Decode(_) => FailureKind::BadResponse,
-            TransportError::InvalidConfig(_) => FailureKind::Configuration,
-        }
-    }
-
-    /// The HTTP status and the server's stable error code, when the server answered with an
-    /// error.
-    pub fn server_status(&self) -> Option<(u16, &str)> {
-        match self {
-            TransportError::Status { status, code, .. } => Some((*status, code)),
-            TransportError::Unauthorized { code, .. } => Some((401, code)),
-            _ => None,
-        }
-    }
-}
-
 impl Error {
     /// The kind of failure this is (see [`FailureKind`]).
     ///

@@ -1,6 +1,7 @@
 //! How sync requests reach the server: the [`Transport`] trait and its HTTP implementation.
 //! The simulator substitutes its own transport; the sync logic never opens sockets itself.
 
+use crate::error::FailureKind;
 use burrow_proto::{CONTENT_TYPE, decode_frame, encode_frame, v1};
 use std::future::Future;
 
@@ -67,6 +68,31 @@ impl TransportError {
             | TransportError::Decode(_) => true,
             TransportError::Status { status, .. } => *status >= 500 || *status == 429,
             TransportError::Unauthorized { .. } | TransportError::InvalidConfig(_) => false,
+        }
+    }
+
+    /// The kind of failure this is.
+    pub fn failure_kind(&self) -> FailureKind {
+        match self {
+            TransportError::Network(_) => FailureKind::Unreachable,
+            TransportError::Timeout(_) => FailureKind::Timeout,
+            TransportError::ConnectionLost(_) => FailureKind::ConnectionLost,
+            TransportError::Unauthorized { .. } => FailureKind::Unauthorized,
+            TransportError::Status { status: 429, .. } => FailureKind::RateLimited,
+            TransportError::Status { status, .. } if *status >= 500 => FailureKind::ServerError,
+            TransportError::Status { .. } => FailureKind::Refused,
+            TransportError::Decode(_) => FailureKind::BadResponse,
+            TransportError::InvalidConfig(_) => FailureKind::Configuration,
+        }
+    }
+
+    /// The HTTP status and the server's stable error code, when the server answered with an
+    /// error.
+    pub fn server_status(&self) -> Option<(u16, &str)> {
+        match self {
+            TransportError::Status { status, code, .. } => Some((*status, code)),
+            TransportError::Unauthorized { code, .. } => Some((401, code)),
+            _ => None,
         }
     }
 }
@@ -307,5 +333,66 @@ impl Transport for HttpTransport {
                 bytes_down: bytes.len() as u64,
             },
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, code: &str) -> TransportError {
+        TransportError::Status {
+            status,
+            code: code.into(),
+            message: String::new(),
+            retry_after_ms: None,
+        }
+    }
+
+    #[test]
+    fn each_error_has_the_kind_an_app_reacts_to() {
+        let cases = [
+            (
+                TransportError::Network("refused".into()),
+                FailureKind::Unreachable,
+            ),
+            (TransportError::Timeout("slow".into()), FailureKind::Timeout),
+            (
+                TransportError::ConnectionLost("reset".into()),
+                FailureKind::ConnectionLost,
+            ),
+            (status(429, "rate_limited"), FailureKind::RateLimited),
+            (status(503, "unavailable"), FailureKind::ServerError),
+            (status(413, "body_too_large"), FailureKind::Refused),
+            (
+                TransportError::Decode("junk".into()),
+                FailureKind::BadResponse,
+            ),
+            (
+                TransportError::InvalidConfig("pem".into()),
+                FailureKind::Configuration,
+            ),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(error.failure_kind(), kind, "{error}");
+            // Retryable exactly when the kind is the network's, a busy server, or junk.
+            let expect_retry = kind.is_network()
+                || matches!(
+                    kind,
+                    FailureKind::RateLimited | FailureKind::ServerError | FailureKind::BadResponse
+                );
+            assert_eq!(error.is_retryable(), expect_retry, "{error}");
+        }
+        let unauthorized = TransportError::Unauthorized {
+            code: "token_expired".into(),
+            message: String::new(),
+        };
+        assert_eq!(unauthorized.failure_kind(), FailureKind::Unauthorized);
+        assert_eq!(unauthorized.server_status(), Some((401, "token_expired")));
+        assert_eq!(
+            status(413, "too_many_ops").server_status(),
+            Some((413, "too_many_ops"))
+        );
+        assert_eq!(TransportError::Timeout("x".into()).server_status(), None);
     }
 }

@@ -116,13 +116,11 @@ fn same_seed_same_trace() {
 
 #[test]
 fn same_seed_same_trace_scoped() {
-    // Determinism only: scoped mode still breaks I10/Q2 on some seeds (known bugs,
-    // docs/testing.md), which `scoped_seeds_with_every_fault` reports.
     let cfg = SimConfig {
         ops_per_client: 40,
         ..SimConfig::scoped()
     };
-    deterministic(base_seed(), &cfg, false);
+    deterministic(base_seed(), &cfg, true);
 }
 
 #[test]
