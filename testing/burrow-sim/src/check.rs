@@ -564,6 +564,34 @@ pub(crate) fn expiry_keeps_queue(
     }
 }
 
+/// E1: a failed sync fails for a reason the simulator injected — the app went offline
+/// (`offline`), the network (`unreachable`, `connection_lost`), an expired token
+/// (`unauthorized`, A1 judges it), the server's or the device's storage (`server_error`,
+/// `storage`: failpoints and restarts). Any other kind (a timeout, a refused or undecodable
+/// exchange, a rate limit, a configuration error) would be a bug.
+pub(crate) fn failure_is_explained(
+    index: usize,
+    result: &Result<burrow_client::SyncReport, burrow_client::Error>,
+    report: &mut SimReport,
+) {
+    use burrow_client::FailureKind;
+    let Err(e) = result else { return };
+    let kind = e.failure_kind();
+    if !matches!(
+        kind,
+        FailureKind::Offline
+            | FailureKind::Unreachable
+            | FailureKind::ConnectionLost
+            | FailureKind::Unauthorized
+            | FailureKind::ServerError
+            | FailureKind::Storage
+    ) {
+        report.violations.push(format!(
+            "E1 device {index}: a sync failed with kind `{kind}`, which no injected fault explains: {e}"
+        ));
+    }
+}
+
 /// The server's whole conflict log.
 pub async fn conflict_log(
     server: &AppState<SqliteServerStore>,

@@ -519,6 +519,7 @@ async fn run_async(seed: u64, cfg: &SimConfig) -> Result<SimReport, String> {
                 eprintln!("quiesce {round} device {}: {r:?}", d.index);
             }
             trace.feed(&format!("q{round}:{}:{}", d.index, r.is_ok()));
+            check::failure_is_explained(d.index, &r, &mut report);
             check::cursor_monotone(d, &client, &mut report);
             d.client = Some(client);
         }
@@ -986,6 +987,7 @@ async fn act_with(
             }
             check::cursor_monotone(d, client, report);
             check::expiry_keeps_queue(index, client, before, &r, report);
+            check::failure_is_explained(index, &r, report);
             check::rejected_rows_show_server_state(index, client, schema, report);
             let reaction = react_to_rejections(d, client, app, counters, report);
             return match r {
@@ -1614,6 +1616,7 @@ async fn sync_to_head(
         let r = client.sync(&t).await;
         check::cursor_monotone(d, &client, report);
         check::expiry_keeps_queue(d.index, &client, None, &r, report);
+        check::failure_is_explained(d.index, &r, report);
         trace.feed(&format!("scope-sync{}:{}", d.index, r.is_ok()));
         if let Ok(r) = &r {
             counters.conflicts += r.conflicts;
