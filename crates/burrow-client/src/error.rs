@@ -163,6 +163,15 @@ impl std::fmt::Display for FailureKind {
 }
 
 impl Error {
+    /// The HTTP status and the server's stable error code, when the server answered with an
+    /// error.
+    pub fn server_status(&self) -> Option<(u16, &str)> {
+        match self {
+            Error::Transport(t) => t.server_status(),
+            _ => None,
+        }
+    }
+
     /// The kind of failure this is (see [`FailureKind`]).
     ///
     /// ```

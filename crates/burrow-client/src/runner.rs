@@ -78,10 +78,7 @@ pub enum SyncEvent {
 impl SyncEvent {
     /// The event announcing that a sync failed with `e`.
     pub fn failed(e: &Error) -> SyncEvent {
-        let server = match e {
-            Error::Transport(t) => t.server_status(),
-            _ => None,
-        };
+        let server = e.server_status();
         SyncEvent::Failed {
             error: e.to_string(),
             kind: e.failure_kind(),

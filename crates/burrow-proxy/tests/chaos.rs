@@ -150,11 +150,7 @@ struct Attempt {
 /// The error's class: its typed kind (`connection_lost`, `timeout`, …) or, when the server
 /// answered, `status/{status}/{code}`.
 fn classify(e: &ClientError) -> String {
-    let server = match e {
-        ClientError::Transport(t) => t.server_status(),
-        _ => None,
-    };
-    match server {
+    match e.server_status() {
         Some((status, code)) => format!("status/{status}/{code}"),
         None => e.failure_kind().to_string(),
     }

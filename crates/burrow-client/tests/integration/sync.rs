@@ -562,29 +562,40 @@ async fn a_refused_token_keeps_every_op_and_the_next_valid_one_sends_them() {
     assert_eq!(a.status().unwrap().last_error, None);
 }
 
-/// The HTTP transport tells a connection that broke once the request was out (resumed at once)
-/// from a server it cannot reach (the runner backs off), over real sockets.
-#[tokio::test]
-async fn the_http_transport_tells_a_broken_connection_from_an_unreachable_server() {
+/// A loopback "server" that accepts connections, reads each request and never answers: it
+/// hangs up at once, or (`hold`) keeps the connection open in silence. Returns its URL and
+/// how many connections it accepted.
+async fn mute_server(hold: bool) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     use tokio::io::AsyncReadExt;
-    let env = Env::start().await;
-    let a = env.client("a");
-    a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 1)")
-        .unwrap();
-    // A listener that reads each request and hangs up without answering.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let seen = accepted.clone();
     tokio::spawn(async move {
+        let mut held = Vec::new();
         while let Ok((mut sock, _)) = listener.accept().await {
             seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let mut buf = vec![0u8; 1 << 16];
             let _ = sock.read(&mut buf).await;
-            drop(sock);
+            if hold {
+                held.push(sock);
+            }
         }
     });
-    let hangs_up = burrow_client::HttpTransport::new(&format!("http://{addr}"), "t").unwrap();
+    (format!("http://{addr}"), accepted)
+}
+
+/// The HTTP transport tells a connection that broke once the request was out (resumed at once)
+/// from a server it cannot reach (the runner backs off), over real sockets.
+#[tokio::test]
+async fn the_http_transport_tells_a_broken_connection_from_an_unreachable_server() {
+    let env = Env::start().await;
+    let a = env.client("a");
+    a.execute("INSERT INTO shipments(id, pieces) VALUES ('s1', 1)")
+        .unwrap();
+    // A listener that reads each request and hangs up without answering.
+    let (url, accepted) = mute_server(false).await;
+    let hangs_up = burrow_client::HttpTransport::new(&url, "t").unwrap();
     let e = a.sync(&hangs_up).await.unwrap_err();
     assert!(
         matches!(
@@ -622,15 +633,8 @@ async fn a_server_that_never_answers_times_out_within_the_configured_limit() {
     let a = env.client("a");
     insert_routes(&a, 1);
     // Accepts, reads the request, and stays silent.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((sock, _)) = listener.accept().await {
-            held.push(sock);
-        }
-    });
-    let silent = burrow_client::HttpTransport::new(&format!("http://{addr}"), "t")
+    let (url, _) = mute_server(true).await;
+    let silent = burrow_client::HttpTransport::new(&url, "t")
         .unwrap()
         .with_timeouts(burrow_client::HttpTimeouts {
             connect: std::time::Duration::from_secs(5),
